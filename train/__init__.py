@@ -1,0 +1,1 @@
+"""Training: ``python -m train ALGO --env ID`` (see :mod:`train.cli`)."""

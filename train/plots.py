@@ -1,0 +1,35 @@
+"""The learning-curve PNG of a run, from the Monitor files its training envs wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from stable_baselines3.common.monitor import load_results  # noqa: E402
+
+__all__ = ["plot_learning_curve"]
+
+
+def plot_learning_curve(monitor_dir: Path, out_path: Path, title: str, window: int = 100) -> Path:
+    """Episode return against env steps (raw points and a ``window``-episode mean)."""
+    frame = load_results(str(monitor_dir)).sort_values("t")
+    steps = np.cumsum(frame["l"].to_numpy())  # (episodes,)
+    returns = frame["r"].to_numpy()  # (episodes,)
+    window = max(1, min(window, len(returns)))
+    smoothed = np.convolve(returns, np.ones(window) / window, mode="valid")  # (episodes - window + 1,)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, returns, ".", ms=2, alpha=0.15, label="episode return")
+    ax.plot(steps[window - 1:], smoothed, lw=2, label=f"mean of {window} episodes")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,192 @@
+"""Build, train, checkpoint, evaluate and record one run.
+
+A run directory holds::
+
+    config.yml            the resolved RunConfig (``--resume`` reads it back)
+    tb/                   TensorBoard event files (``tensorboard --logdir runs``)
+    csv/progress.csv      the same scalars as CSV (resumed segments: csv/resumed_at_<t>/)
+    monitor/              per-env episode returns and lengths (SB3 Monitor)
+    checkpoints/          model_<t>_steps.zip + rng_<t>_steps.pkl
+    model.zip             the final model (``Algo.load("model.zip")``)
+    eval.json             final evaluation on the env's test split
+    learning_curve.png    episode return against env steps
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger, make_output_format
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from benchmarks.evaluation import evaluate
+from train.algorithms import algorithm_spec
+from train.checkpointing import RNGCheckpointCallback, latest_checkpoint, restore_rng
+from train.config import RunConfig, UsageError, import_target
+from train.plots import plot_learning_curve
+from train.schedules import parse_schedule
+
+__all__ = ["RunResult", "new_run_dir", "build_wrapper", "train_run", "resume_run"]
+
+RunResult = dict[str, Any]
+
+
+def new_run_dir(root: Path, algo: str, env_id: str) -> Path:
+    """``root/<algo>/<env_id>_<n>`` with the next free ``n`` (RL Zoo layout)."""
+    parent = root / algo
+    parent.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name.rsplit("_", 1)[1]) for p in parent.glob(f"{env_id}_*") if p.name.rsplit("_", 1)[1].isdigit()]
+    run_dir = parent / f"{env_id}_{max(taken, default=0) + 1}"
+    run_dir.mkdir()
+    return run_dir
+
+
+def build_wrapper(targets: tuple[str, ...]) -> Callable[[gym.Env], gym.Env] | None:
+    """One callable applying every ``module:Class`` wrapper, innermost first."""
+    if not targets:
+        return None
+    classes = [import_target(t, "env_wrapper") for t in targets]
+
+    def wrap(env: gym.Env) -> gym.Env:
+        for wrapper_class in classes:
+            env = wrapper_class(env)
+        return env
+
+    return wrap
+
+
+def _build_env(config: RunConfig, run_dir: Path, seed: int | None, resuming: bool) -> VecEnv:
+    return make_vec_env(
+        config.env_id,
+        n_envs=config.n_envs,
+        seed=seed,
+        env_kwargs=config.env_kwargs,
+        wrapper_class=build_wrapper(config.env_wrapper),
+        vec_env_cls=SubprocVecEnv if config.vec_env == "subproc" else DummyVecEnv,
+        monitor_dir=str(run_dir / "monitor"),
+        monitor_kwargs={"override_existing": not resuming},
+    )
+
+
+def _resolve_policy(policy: str) -> Any:
+    return import_target(policy, "policy") if ":" in policy else policy
+
+
+def _logger(run_dir: Path, segment: str | None) -> Logger:
+    csv_dir = run_dir / "csv" if segment is None else run_dir / "csv" / segment
+    csv_dir.mkdir(parents=True, exist_ok=True)
+    formats = [make_output_format("csv", str(csv_dir)), make_output_format("tensorboard", str(run_dir / "tb"))]
+    return Logger(str(run_dir), formats)
+
+
+def _callbacks(config: RunConfig, run_dir: Path) -> tuple[RNGCheckpointCallback, CallbackList]:
+    checkpoint = RNGCheckpointCallback(run_dir / "checkpoints", config.checkpoint_freq)
+    extra: list[BaseCallback] = [import_target(t, "callbacks")() for t in config.callbacks]
+    return checkpoint, CallbackList([checkpoint, *extra])
+
+
+def _learn(model: BaseAlgorithm, config: RunConfig, run_dir: Path, reset: bool) -> float:
+    checkpoint, callbacks = _callbacks(config, run_dir)
+    remaining = config.total_timesteps - (0 if reset else model.num_timesteps)
+    start = time.perf_counter()
+    if remaining > 0:
+        model.learn(
+            total_timesteps=remaining,
+            callback=callbacks,
+            progress_bar=True,
+            reset_num_timesteps=reset,
+            tb_log_name=config.algo,
+        )
+    seconds = time.perf_counter() - start
+    checkpoint.init_callback(model)
+    checkpoint.save()
+    model.save(run_dir / "model.zip")
+    return seconds
+
+
+def _finish(model: BaseAlgorithm, config: RunConfig, run_dir: Path, train_seconds: float) -> RunResult:
+    """Evaluate on the test split, write eval.json and the learning curve."""
+    model.get_env().close()
+    eval_kwargs = {**config.env_kwargs, **config.eval_env_kwargs}
+    print(f"evaluating on {config.eval_episodes} test episodes ...", flush=True)
+    result = evaluate(
+        model,
+        config.env_id,
+        env_kwargs=eval_kwargs,
+        wrapper=build_wrapper(config.env_wrapper),
+        n_episodes=config.eval_episodes,
+        seed=config.seed + 1_000_000,
+    )
+    for key in ("mean_reward", "std_reward", "n_episodes"):
+        if key not in result:
+            raise RuntimeError(f"the evaluator for {config.env_id} returned no {key!r}")
+    result = {
+        **result,
+        "env_id": config.env_id,
+        "algo": config.algo,
+        "seed": config.seed,
+        "total_timesteps": int(model.num_timesteps),
+        "train_seconds": round(train_seconds, 2),
+        "command": " ".join(["python", "-m", "train", *sys.argv[1:]]),
+        "python": platform.python_version(),
+    }
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_learning_curve(run_dir / "monitor", run_dir / "learning_curve.png", f"{config.algo} on {config.env_id}")
+    return result
+
+
+def train_run(config: RunConfig, run_dir: Path) -> RunResult:
+    """A fresh run: write config.yml, train with checkpoints, evaluate."""
+    (run_dir / "config.yml").write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+    print(yaml.safe_dump({"run_dir": str(run_dir), **config.to_yaml_dict()}, sort_keys=False), flush=True)
+    env = _build_env(config, run_dir, seed=config.seed, resuming=False)
+    algo_class = algorithm_spec(config.algo).load_class()
+    algo_kwargs = {k: parse_schedule(k, v) for k, v in config.algo_kwargs.items()}
+    try:
+        model = algo_class(
+            _resolve_policy(config.policy),
+            env,
+            seed=config.seed,
+            device=config.device,
+            verbose=0,
+            policy_kwargs=config.policy_kwargs or None,
+            **algo_kwargs,
+        )
+    except (TypeError, ValueError) as err:
+        env.close()
+        raise UsageError(f"cannot build {config.algo} for {config.env_id}: {err}") from err
+    model.set_logger(_logger(run_dir, segment=None))
+    seconds = _learn(model, config, run_dir, reset=True)
+    return _finish(model, config, run_dir, seconds)
+
+
+def resume_run(run_dir: Path, device: str | None = None) -> RunResult:
+    """Continue an interrupted run from its newest checkpoint (model, optimizer, steps, RNG)."""
+    config_path = run_dir / "config.yml"
+    if not config_path.exists():
+        raise UsageError(f"--resume: {run_dir} has no config.yml; is it a run directory?")
+    config = RunConfig.from_yaml_dict(yaml.safe_load(config_path.read_text()))
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise UsageError(f"--resume: {run_dir / 'checkpoints'} holds no complete checkpoint")
+    print(f"resuming {run_dir} from {checkpoint.timesteps} steps", flush=True)
+    env = _build_env(config, run_dir, seed=None, resuming=True)
+    algo_class = algorithm_spec(config.algo).load_class()
+    model = algo_class.load(checkpoint.model_path, env=env, device=device or config.device)
+    with checkpoint.rng_path.open("rb") as handle:
+        restore_rng(pickle.load(handle), env)
+    model.set_logger(_logger(run_dir, segment=f"resumed_at_{checkpoint.timesteps}"))
+    seconds = _learn(model, config, run_dir, reset=False)
+    return _finish(model, config, run_dir, seconds)
