@@ -1,0 +1,191 @@
+"""The observation graph of a grid operator, and the C matrix an edge selection means.
+
+Nodes are the n^2 unknowns; edges are the ordered pairs (i, j), i != j, of the 9-point
+grid neighbourhood, i.e. every off-diagonal position the stencil can occupy. The edge
+list is fixed for a given n (sorted by row, then column: CSR order), so observations
+have a fixed size and edge e always means the same pair. Everything is vectorised numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "EDGE_FEATURE_NAMES",
+    "JACOBI_OMEGA",
+    "JACOBI_SWEEPS",
+    "GridGraph",
+    "edge_features",
+    "edge_values",
+    "grid_graph",
+    "node_feature_names",
+    "node_features",
+    "observation",
+    "smoothed_vectors",
+    "strength_matrix",
+]
+
+JACOBI_OMEGA = 2.0 / 3.0
+"""Weight of the Jacobi sweeps that smooth the random node vectors."""
+JACOBI_SWEEPS = 5
+"""Number of weighted-Jacobi sweeps on A e = 0 (the error left after them is algebraically smooth)."""
+
+EDGE_FEATURE_NAMES: tuple[str, ...] = (
+    "a_row_normalised",  # A_ij / max_k |A_ik| over the row's off-diagonals, in [-1, 1]
+    "a_over_diagonal",  # -A_ij / A_ii, scale-free coupling (positive for M-matrix-like entries)
+    "direction_x",  # unit vector from i to j, first grid axis
+    "direction_y",  # unit vector from i to j, second grid axis
+    "cos_2phi",  # doubled-angle direction: the same for (i, j) and (j, i)
+    "sin_2phi",
+    "is_diagonal",  # 1 for the four diagonal neighbours (length sqrt 2), else 0
+    "algebraic_distance",  # mean_v (v_i - v_j)^2 over the smoothed vectors / row max, in [0, 1]
+)
+
+_OFFSETS = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)])  # (8, 2)
+"""Neighbour offsets sorted by flat offset dx * n + dy, so each row's edges are in column order."""
+
+
+@dataclass(frozen=True, eq=False)
+class GridGraph:
+    """Fixed 9-point neighbour graph of an n x n grid (index = ix * n + iy)."""
+
+    grid_size: int
+    rows: np.ndarray
+    """(E,) int64 source node of each edge (sorted)."""
+    cols: np.ndarray
+    """(E,) int64 target node of each edge."""
+    offsets: np.ndarray
+    """(E, 2) int64 grid offset (dx, dy) from source to target."""
+    indptr: np.ndarray
+    """(N + 1,) int64 CSR row pointer into the edge list."""
+
+    @property
+    def n_nodes(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.rows.size)
+
+    @property
+    def edge_index(self) -> np.ndarray:
+        """(2, E) int64 [source; target], PyG layout."""
+        return np.stack([self.rows, self.cols])
+
+
+@lru_cache(maxsize=8)
+def grid_graph(grid_size: int) -> GridGraph:
+    """The 9-point neighbour graph of an ``grid_size`` x ``grid_size`` grid."""
+    n = int(grid_size)
+    ix, iy = np.divmod(np.arange(n * n), n)  # (N,), (N,)
+    target_x = ix[:, None] + _OFFSETS[None, :, 0]  # (N, 8)
+    target_y = iy[:, None] + _OFFSETS[None, :, 1]  # (N, 8)
+    inside = (target_x >= 0) & (target_x < n) & (target_y >= 0) & (target_y < n)  # (N, 8)
+    rows = np.broadcast_to(np.arange(n * n)[:, None], inside.shape)[inside]  # (E,)
+    cols = (target_x * n + target_y)[inside]  # (E,)
+    offsets = np.broadcast_to(_OFFSETS[None], (n * n, 8, 2))[inside]  # (E, 2)
+    indptr = np.concatenate([[0], np.cumsum(inside.sum(axis=1))])  # (N + 1,)
+    for array in (rows, cols, offsets, indptr):
+        array.setflags(write=False)
+    return GridGraph(n, rows.astype(np.int64), cols.astype(np.int64), offsets.astype(np.int64), indptr.astype(np.int64))
+
+
+def edge_values(matrix: sp.csr_array, graph: GridGraph) -> np.ndarray:
+    """A_ij on every graph edge (0 where A has no entry). Raises if A has entries off the graph."""
+    coo = matrix.tocoo()
+    off_diagonal = coo.row != coo.col
+    keys = coo.row[off_diagonal].astype(np.int64) * graph.n_nodes + coo.col[off_diagonal]  # (nnz_off,)
+    order = np.argsort(keys)
+    keys, data = keys[order], coo.data[off_diagonal][order]
+    edge_keys = graph.rows * graph.n_nodes + graph.cols  # (E,)
+    position = np.searchsorted(keys, edge_keys).clip(max=max(len(keys) - 1, 0))  # (E,)
+    found = keys[position] == edge_keys if len(keys) else np.zeros(graph.n_edges, dtype=bool)  # (E,)
+    if int(found.sum()) != len(keys):
+        raise ValueError(
+            f"matrix has {len(keys) - int(found.sum())} off-diagonal entries outside the 9-point grid graph "
+            f"of grid_size={graph.grid_size}; expected a 9-point stencil matrix of shape {(graph.n_nodes,) * 2}"
+        )
+    return np.where(found, data[position] if len(keys) else 0.0, 0.0)  # (E,)
+
+
+def smoothed_vectors(matrix: sp.csr_array, n_vectors: int, rng: np.random.Generator) -> np.ndarray:
+    """Random vectors after weighted-Jacobi sweeps on A e = 0, z-scored per vector. (N, m) float64.
+
+    What survives the smoother varies slowly along strong couplings: the raw material
+    of evolution-type strength measures.
+    """
+    n = matrix.shape[0]
+    vectors = rng.standard_normal((n, n_vectors))  # (N, m)
+    inverse_diagonal = 1.0 / matrix.diagonal()  # (N,)
+    for _ in range(JACOBI_SWEEPS):
+        vectors = vectors - JACOBI_OMEGA * inverse_diagonal[:, None] * (matrix @ vectors)  # (N, m)
+    vectors = vectors - vectors.mean(axis=0, keepdims=True)  # (N, m)
+    return vectors / np.maximum(vectors.std(axis=0, keepdims=True), 1e-12)  # (N, m)
+
+
+def node_feature_names(n_vectors: int) -> tuple[str, ...]:
+    """Smoothed vectors, then the grid coordinates scaled to [0, 1]."""
+    return (*(f"smoothed_vector_{i}" for i in range(n_vectors)), "x", "y")
+
+
+def node_features(graph: GridGraph, vectors: np.ndarray) -> np.ndarray:
+    """(N, m + 2) float32: smoothed vectors and coordinates ix / (n - 1), iy / (n - 1)."""
+    n = graph.grid_size
+    ix, iy = np.divmod(np.arange(n * n), n)  # (N,), (N,)
+    coordinates = np.stack([ix, iy], axis=1) / max(n - 1, 1)  # (N, 2)
+    return np.concatenate([vectors, coordinates], axis=1).astype(np.float32)  # (N, m + 2)
+
+
+def _row_max(values: np.ndarray, graph: GridGraph) -> np.ndarray:
+    return np.maximum.reduceat(values, graph.indptr[:-1])[graph.rows]  # (E,) every row has >= 3 edges
+
+
+def edge_features(matrix: sp.csr_array, graph: GridGraph, vectors: np.ndarray) -> np.ndarray:
+    """(E, len(EDGE_FEATURE_NAMES)) float32, in the order of :data:`EDGE_FEATURE_NAMES`."""
+    a = edge_values(matrix, graph)  # (E,)
+    diagonal = matrix.diagonal()[graph.rows]  # (E,)
+    row_scale = np.maximum(_row_max(np.abs(a), graph), 1e-300)  # (E,)
+    length = np.hypot(graph.offsets[:, 0], graph.offsets[:, 1])  # (E,)
+    direction = graph.offsets / length[:, None]  # (E, 2)
+    cos_2phi = direction[:, 0] ** 2 - direction[:, 1] ** 2  # (E,)
+    sin_2phi = 2.0 * direction[:, 0] * direction[:, 1]  # (E,)
+    distance = np.mean((vectors[graph.rows] - vectors[graph.cols]) ** 2, axis=1)  # (E,)
+    distance = distance / np.maximum(_row_max(distance, graph), 1e-300)  # (E,)
+    features = np.stack(
+        [a / row_scale, -a / diagonal, direction[:, 0], direction[:, 1], cos_2phi, sin_2phi,
+         (length > 1.0).astype(float), distance],
+        axis=1,
+    )  # (E, Fe)
+    return features.astype(np.float32)
+
+
+def observation(matrix: sp.csr_array, graph: GridGraph, n_vectors: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The env's Dict observation for one operator; the smoothed vectors come from ``rng``."""
+    vectors = smoothed_vectors(matrix, n_vectors, rng)  # (N, m)
+    return {
+        "node_features": node_features(graph, vectors),
+        "edge_index": graph.edge_index,
+        "edge_features": edge_features(matrix, graph, vectors),
+    }
+
+
+def strength_matrix(selected: np.ndarray, graph: GridGraph) -> sp.csr_array:
+    """C = sym(S) + I as a binary CSR matrix, S the selected edges (a bool mask over the edge list).
+
+    sym(S) = S or S^T: a connection is strong if either endpoint selected it.
+    """
+    rows, cols = graph.rows[selected], graph.cols[selected]  # (n_selected,)
+    n = graph.n_nodes
+    diagonal = np.arange(n)
+    pattern = sp.coo_array(
+        (np.ones(2 * rows.size + n), (np.concatenate([rows, cols, diagonal]), np.concatenate([cols, rows, diagonal]))),
+        shape=(n, n),
+    ).tocsr()
+    pattern.sum_duplicates()
+    pattern.data[:] = 1.0
+    pattern.sort_indices()
+    return pattern
