@@ -131,6 +131,8 @@ def evaluate_returns(
 EVALUATORS: dict[str, str] = {
     "Hydrogel-v0": "benchmarks.hydrogel:evaluate",
     "HydrogelSearch-v0": "benchmarks.hydrogel:evaluate",
+    "Taxonomy-v0": "benchmarks.taxonomy:evaluate",
+    "TaxonomyMultitask-v0": "benchmarks.taxonomy:evaluate",
 }
 
 

@@ -23,7 +23,10 @@ from typing import Any
 
 __all__ = ["PRETRAINERS", "pretrainer"]
 
-PRETRAINERS: dict[str, str] = {}
+PRETRAINERS: dict[str, str] = {
+    "Taxonomy-v0": "train.pretrain_taxonomy:pretrain",
+    "TaxonomyMultitask-v0": "train.pretrain_taxonomy:pretrain",
+}
 
 
 def pretrainer(env_id: str) -> Callable[..., dict[str, Any]]:

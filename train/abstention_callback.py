@@ -1,0 +1,85 @@
+"""Periodic abstention metrics for Taxonomy runs, on an env instance of their own.
+
+The source evaluated on its training env and so consumed training samples; this
+callback builds a separate env (same id and kwargs as the training env, validation
+split) and replays the same validation cases at every evaluation, so curves compare
+like with like. It logs ``eval/mean_reward`` and, per rank,
+``eval/<metric>/<rank>`` for the metrics of :func:`benchmarks.taxonomy.abstention_metrics`
+to every SB3 output (TensorBoard, CSV).
+
+In ``train/hyperparams/<algo>.yml``::
+
+    callbacks:
+      - train.abstention_callback:AbstentionMetricsCallback
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from benchmarks.taxonomy import play
+
+__all__ = ["AbstentionMetricsCallback"]
+
+
+class AbstentionMetricsCallback(BaseCallback):
+    """Every ``eval_freq`` env steps, play ``n_eval_episodes`` fixed validation cases
+    deterministically and log per-rank abstention metrics.
+
+    :param eval_freq: env steps (summed over envs) between evaluations.
+    :param n_eval_episodes: validation cases per evaluation (capped at the split size).
+    :param split: data split of the evaluation env (``"val"``; never the test split).
+    :param seed: seed of the case sample.
+    """
+
+    def __init__(self, eval_freq: int = 10_000, n_eval_episodes: int = 300, split: str = "val",
+                 seed: int = 0, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if eval_freq < 1 or n_eval_episodes < 1:
+            raise ValueError(f"eval_freq and n_eval_episodes must be >= 1, got {eval_freq}, {n_eval_episodes}")
+        if split == "test":
+            raise ValueError("split='test' would tune training on test data; use 'val' (or 'train')")
+        self.eval_freq = eval_freq
+        self.n_eval_episodes = n_eval_episodes
+        self.split = split
+        self.seed = seed
+        self._last_eval = 0
+        self.eval_env: gym.Env | None = None
+        self._cases = np.zeros(0, dtype=np.int64)
+
+    def _init_callback(self) -> None:
+        spec = self.training_env.get_attr("spec", indices=[0])[0]
+        if spec is None:
+            raise ValueError("AbstentionMetricsCallback needs a training env made with gym.make (it has no spec)")
+        kwargs: dict[str, Any] = {k: v for k, v in spec.kwargs.items() if k != "render_mode"}
+        self.eval_env = gym.make(spec.id, **{**kwargs, "split": self.split})
+        n_cases = self.eval_env.unwrapped.n_cases
+        rng = np.random.default_rng(self.seed)
+        self._cases = np.sort(rng.choice(n_cases, min(self.n_eval_episodes, n_cases), replace=False))
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last_eval >= self.eval_freq:
+            self._last_eval = self.num_timesteps
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> dict[str, Any]:
+        """Play the fixed cases now and record the metrics; returns them too."""
+        summary = play(self.model, self.eval_env, self._cases, self.seed, self.eval_env.unwrapped.tree.ranks)
+        self.logger.record("eval/mean_reward", summary["mean_reward"])
+        for rank, metrics in summary["per_rank"].items():
+            for name, value in metrics.items():
+                if value is not None:
+                    self.logger.record(f"eval/{name}/{rank}", value)
+        if self.verbose:
+            print(f"abstention eval at {self.num_timesteps} steps: mean_reward={summary['mean_reward']:.3f}")
+        self.logger.dump(self.num_timesteps)
+        return summary
+
+    def _on_training_end(self) -> None:
+        if self.eval_env is not None:
+            self.eval_env.close()
