@@ -66,13 +66,21 @@ def _accepts_action_masks(agent: Agent) -> bool:
         return False
 
 
+def _has_action_masks(env: gym.Env) -> bool:
+    try:
+        env.get_wrapper_attr("action_masks")
+    except AttributeError:
+        return False
+    return True
+
+
 def run_episode(
     agent: Agent, env: gym.Env, seed: int | None = None, *, deterministic: bool = True,
     options: dict[str, Any] | None = None,
 ) -> EpisodeRecord:
     """Play one episode (unbatched observations) and keep every step's info."""
     obs, _ = env.reset(seed=seed, options=options)
-    masked = _accepts_action_masks(agent)
+    masked = _accepts_action_masks(agent) and _has_action_masks(env)
     state, episode_start = None, np.ones((1,), dtype=bool)
     total, length, infos = 0.0, 0, []
     while True:

@@ -40,13 +40,18 @@ RESERVED_KEYS: dict[str, str] = {
     "n_timesteps": "total env steps to train for",
     "policy": "SB3 policy name (e.g. MlpPolicy) or 'module:Class'",
     "policy_kwargs": "mapping passed to the policy constructor",
-    "env_wrapper": "'module:Class' (or a list of them) applied to every env, innermost first",
+    "env_wrapper": "'module:Class' (or a list of them) applied to every env, innermost first"
+    " (with vec_env 'torch': to the evaluation env only, the torch VecEnv being already SB3-facing)",
     "env_kwargs": "mapping passed to gym.make for training envs",
     "eval_env_kwargs": "mapping merged over env_kwargs for the final evaluation",
     "checkpoint_freq": "env steps between checkpoints",
+    "eval_episodes": "episodes of the final evaluation (default 20; --eval-episodes wins)",
     "callbacks": "list of 'module:Class' SB3 callbacks, each built with no arguments",
-    "vec_env": "'dummy' (one process) or 'subproc' (one process per env)",
+    "vec_env": "'dummy' (one process), 'subproc' (one process per env) or 'torch' (the env's batched torch VecEnv)",
 }
+
+
+VEC_ENV_KINDS = ("dummy", "subproc", "torch")
 
 
 class UsageError(ValueError):
@@ -92,7 +97,7 @@ class RunConfig:
     checkpoint_freq: int
     """Env steps between checkpoints."""
     vec_env: str = "dummy"
-    """'dummy' or 'subproc'."""
+    """'dummy', 'subproc' or 'torch' (see ``train.runner.TORCH_VEC_ENVS``)."""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     env_wrapper: tuple[str, ...] = ()
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -106,8 +111,8 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
-        if self.vec_env not in ("dummy", "subproc"):
-            raise UsageError(f"vec_env must be 'dummy' or 'subproc', got {self.vec_env!r}")
+        if self.vec_env not in VEC_ENV_KINDS:
+            raise UsageError(f"vec_env must be one of {', '.join(VEC_ENV_KINDS)}; got {self.vec_env!r}")
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """Plain data for ``config.yml`` (tuples become lists)."""
@@ -155,6 +160,11 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise UsageError(f"--hyperparams {key}: cannot parse value {raw!r}") from None
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = result
         *parents, leaf = key.split(".")
         for parent in parents:
@@ -250,7 +260,7 @@ def resolve_config(
         n_envs=int(reserved.get("n_envs", 1)),
         total_timesteps=int(n_timesteps),
         policy=reserved.get("policy", "MlpPolicy"),
-        eval_episodes=eval_episodes if eval_episodes is not None else 20,
+        eval_episodes=eval_episodes if eval_episodes is not None else int(reserved.get("eval_episodes", 20)),
         checkpoint_freq=int(reserved.get("checkpoint_freq", max(int(n_timesteps) // 10, 1))),
         vec_env=reserved.get("vec_env", "dummy"),
         policy_kwargs=dict(reserved.get("policy_kwargs") or {}),
