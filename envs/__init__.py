@@ -14,8 +14,14 @@ import gymnasium as gym
 __all__ = ["ENV_IDS"]
 
 _REGISTRY: dict[str, dict] = {
-    "Hydrogel-v0": dict(entry_point="envs.hydrogel.env:HydrogelEnv"),
-    "HydrogelSearch-v0": dict(entry_point="envs.hydrogel.env:HydrogelSearchEnv"),
+    "Hydrogel-v0": dict(
+        entry_point="envs.hydrogel.env:HydrogelEnv",
+        vector_entry_point="envs.hydrogel.vector:HydrogelVectorEnv",
+    ),
+    "HydrogelSearch-v0": dict(
+        entry_point="envs.hydrogel.env:HydrogelSearchEnv",
+        vector_entry_point="envs.hydrogel.vector:HydrogelSearchVectorEnv",
+    ),
     "Prostate-v0": dict(entry_point="envs.prostate.env:ProstateEnv"),
     "AnisotropicAMG-v0": dict(entry_point="envs.amg.env:AnisotropicAMGEnv"),
     "Taxonomy-v0": dict(entry_point="envs.taxonomy.env:TaxonomyEnv"),

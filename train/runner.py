@@ -29,7 +29,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger, make_output_format
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
 from benchmarks.evaluation import evaluate
 from train.algorithms import algorithm_spec
@@ -38,7 +38,7 @@ from train.config import RunConfig, UsageError, import_target
 from train.plots import plot_learning_curve
 from train.schedules import parse_schedule
 
-__all__ = ["RunResult", "new_run_dir", "build_wrapper", "train_run", "resume_run"]
+__all__ = ["RunResult", "TORCH_VEC_ENVS", "new_run_dir", "build_wrapper", "train_run", "resume_run"]
 
 RunResult = dict[str, Any]
 
@@ -67,7 +67,25 @@ def build_wrapper(targets: tuple[str, ...]) -> Callable[[gym.Env], gym.Env] | No
     return wrap
 
 
+TORCH_VEC_ENVS: dict[str, str] = {
+    "Hydrogel-v0": "envs.hydrogel.sb3_vec:make_sb3_vec_env",
+    "HydrogelSearch-v0": "envs.hydrogel.sb3_vec:make_sb3_vec_env",
+}
+"""Env ids with a batched torch VecEnv for SB3 (``vec_env: torch``): factories
+``(env_id, n_envs, seed, env_kwargs) -> VecEnv`` already in the SB3-facing form."""
+
+
 def _build_env(config: RunConfig, run_dir: Path, seed: int | None, resuming: bool) -> VecEnv:
+    if config.vec_env == "torch":
+        if config.env_id not in TORCH_VEC_ENVS:
+            raise UsageError(
+                f"vec_env 'torch' is not available for {config.env_id}; envs with it: {', '.join(TORCH_VEC_ENVS)}"
+            )
+        factory = import_target(TORCH_VEC_ENVS[config.env_id], "vec_env")
+        venv = factory(config.env_id, config.n_envs, seed, dict(config.env_kwargs))
+        (run_dir / "monitor").mkdir(exist_ok=True)
+        monitor_file = run_dir / "monitor" / ("resumed" if resuming else "0")
+        return VecMonitor(venv, filename=str(monitor_file))
     return make_vec_env(
         config.env_id,
         n_envs=config.n_envs,

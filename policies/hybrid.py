@@ -1,0 +1,132 @@
+"""Actor-critic for hybrid discrete + continuous actions (HYDRA-BERT Stage 2).
+
+A drop-in ``policy=`` for SB3's PPO and A2C on the ``Box(6,)`` form of the hydrogel
+envs (``envs.hydrogel.wrappers.HybridBoxAction``)::
+
+    PPO(HybridActorCriticPolicy, env)
+
+Architecture (seed 003, section 3.2): shared trunk Linear-LayerNorm-ReLU x 2 (256),
+then a polymer head Categorical(24), a formulation head Normal(4) squashed into the
+physical ranges (log scale for stiffness and half-life), a coverage head
+Categorical(4) (:class:`policies.distributions.HybridDistribution`) and a critic.
+The discrete slots of every action are exact integers, so SB3's clipping to the Box
+bounds never changes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+from envs.hydrogel.library import FORMULATION_LOG_SCALE
+from policies.distributions import HybridDistribution, SquashedBoxMap
+
+__all__ = ["SharedTrunk", "HybridActorCriticPolicy"]
+
+
+class SharedTrunk(nn.Module):
+    """Linear-LayerNorm-ReLU blocks shared by actor and critic (SB3's mlp_extractor slot)."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("net_arch must list at least one hidden width, got []")
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_dim, width), nn.LayerNorm(width), nn.ReLU()]
+            in_dim = width
+        self.net = nn.Sequential(*layers)
+        self.latent_dim_pi = self.latent_dim_vf = in_dim
+
+    def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        latent = self.net(features)  # (B, H)
+        return latent, latent
+
+    def forward_actor(self, features: th.Tensor) -> th.Tensor:
+        return self.net(features)
+
+    def forward_critic(self, features: th.Tensor) -> th.Tensor:
+        return self.net(features)
+
+
+class HybridActorCriticPolicy(ActorCriticPolicy):
+    """SB3 actor-critic whose action distribution is :class:`HybridDistribution`.
+
+    The action space must be a ``Box(2 + D,)``: slot 0 a categorical index in
+    ``[0, high[0]]``, slots 1..D continuous in physical units, slot D + 1 a categorical
+    index in ``[0, high[-1]]`` (the layout of ``HybridBoxAction``).
+
+    Args:
+        net_arch: widths of the shared trunk (default ``[256, 256]``).
+        log_scale: per continuous dimension, whether it is squashed on a log scale
+            (default: the hydrogel formulation's, stiffness and half-life).
+        log_std_init: initial log-std of the latent Normal.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: Sequence[int] | None = None,
+        log_scale: Sequence[bool] | None = None,
+        log_std_init: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(action_space, spaces.Box) or action_space.shape is None or len(action_space.shape) != 1 \
+                or action_space.shape[0] < 3:
+            raise TypeError(f"HybridActorCriticPolicy needs a flat Box(2 + D,) action space, got {action_space}")
+        low, high = action_space.low, action_space.high
+        for slot in (0, -1):
+            if low[slot] != 0 or high[slot] != np.round(high[slot]) or high[slot] < 1:
+                raise ValueError(
+                    f"action slot {slot} must be a categorical index with bounds [0, n - 1], got [{low[slot]}, {high[slot]}]"
+                )
+        n_continuous = action_space.shape[0] - 2
+        flags = tuple(FORMULATION_LOG_SCALE.tolist()) if log_scale is None else tuple(bool(f) for f in log_scale)
+        if len(flags) != n_continuous:
+            raise ValueError(f"log_scale must have {n_continuous} entries (one per continuous slot), got {len(flags)}")
+        self.log_scale = flags
+        self.hidden = list(net_arch) if net_arch is not None else [256, 256]
+        self.log_std_init = log_std_init
+        super().__init__(observation_space, action_space, lr_schedule, net_arch=None, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = SharedTrunk(self.features_dim, self.hidden)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self._build_mlp_extractor()
+        low = th.as_tensor(self.action_space.low, dtype=th.float64)
+        high = th.as_tensor(self.action_space.high, dtype=th.float64)
+        squash = SquashedBoxMap(low[1:-1], high[1:-1], th.tensor(self.log_scale))
+        self.action_dist = HybridDistribution(int(high[0]) + 1, int(high[-1]) + 1, squash)
+        latent = self.mlp_extractor.latent_dim_pi
+        self.first_head, self.mean_head, self.log_std, self.second_head = self.action_dist.proba_distribution_net(
+            latent, self.log_std_init
+        )
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        if self.ortho_init:
+            gains = {self.features_extractor: np.sqrt(2), self.mlp_extractor: np.sqrt(2), self.value_net: 1.0}
+            for module, gain in gains.items():
+                module.apply(lambda m, g=gain: self.init_weights(m, gain=g))
+            for head in (self.first_head, self.mean_head, self.second_head):
+                head.apply(lambda m: self.init_weights(m, gain=np.sqrt(2)))
+                self.init_weights(head[-1], gain=0.01)  # near-uniform, near-centred start
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> HybridDistribution:
+        return self.action_dist.proba_distribution(
+            self.first_head(latent_pi), self.mean_head(latent_pi), self.log_std, self.second_head(latent_pi)
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(net_arch=self.hidden, log_scale=self.log_scale, log_std_init=self.log_std_init)
+        return data
