@@ -384,3 +384,150 @@ class PerRowBernoulliDistribution(Distribution):
     def log_prob_from_params(self, logits: th.Tensor, mask: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         actions = self.actions_from_params(logits, mask)
         return actions, self.log_prob(actions)
+
+
+# ---------------------------------------------------------------------------
+# Hybrid discrete + continuous action (owner: Hydrogel-v0)
+# ---------------------------------------------------------------------------
+# Layout: the flat Box action of ``envs.hydrogel.wrappers.HybridBoxAction`` (B, 2 + D):
+# slot 0 = index of the first categorical, slots 1..D = continuous values in physical
+# units, slot D + 1 = index of the second categorical. The continuous part is a
+# diagonal Normal on a latent ``u`` (learnable, state-independent log-std), squashed
+# by tanh into (-1, 1) and mapped affinely into [low, high] -- on a log scale for the
+# dimensions flagged ``log_scale`` (stiffness and half-life span two decades). The
+# log-probability includes the exact log-Jacobian of that map.
+
+class SquashedBoxMap:
+    """``u -> y = tanh(u) -> x`` in [low, high] (linear or log-linear per dimension).
+
+    Args:
+        low, high: (D,) physical bounds (``low > 0`` where ``log_scale``).
+        log_scale: (D,) bool.
+        epsilon: ``|y|`` is kept below ``1 - epsilon`` so the inverse stays finite.
+    """
+
+    def __init__(self, low: th.Tensor, high: th.Tensor, log_scale: th.Tensor, epsilon: float = 1e-6) -> None:
+        if low.shape != high.shape or low.shape != log_scale.shape or low.ndim != 1:
+            raise ValueError(
+                f"low, high and log_scale must be (D,) tensors of one shape; got {tuple(low.shape)},"
+                f" {tuple(high.shape)}, {tuple(log_scale.shape)}"
+            )
+        if not bool((high > low).all()):
+            raise ValueError(f"high must exceed low in every dimension; low={low.tolist()} high={high.tolist()}")
+        if bool((low[log_scale] <= 0).any()):
+            raise ValueError(f"log-scaled dimensions need low > 0; low={low.tolist()} log_scale={log_scale.tolist()}")
+        self.log_scale = log_scale.bool()
+        self.epsilon = epsilon
+        base_low = th.where(self.log_scale, th.log(low.clamp(min=1e-30)), low).double()  # (D,)
+        base_high = th.where(self.log_scale, th.log(high.clamp(min=1e-30)), high).double()  # (D,)
+        self.center = (base_high + base_low) / 2  # (D,) in the linear / log base space
+        self.half_width = (base_high - base_low) / 2  # (D,)
+
+    def forward(self, latent: th.Tensor) -> th.Tensor:
+        """(B, D) latent -> (B, D) physical values, same dtype as ``latent``."""
+        y = th.tanh(latent.double()).clamp(-1 + self.epsilon, 1 - self.epsilon)  # (B, D)
+        base = self.center.to(latent.device) + self.half_width.to(latent.device) * y  # (B, D)
+        return th.where(self.log_scale.to(latent.device), th.exp(base), base).to(latent.dtype)
+
+    def inverse(self, value: th.Tensor) -> th.Tensor:
+        """(B, D) physical values -> (B, D) latent (float64 for precision)."""
+        value = value.double()
+        log_scale = self.log_scale.to(value.device)
+        base = th.where(log_scale, th.log(value.clamp(min=1e-30)), value)  # (B, D)
+        y = (base - self.center.to(value.device)) / self.half_width.to(value.device)
+        return th.atanh(y.clamp(-1 + self.epsilon, 1 - self.epsilon))  # (B, D)
+
+    def log_abs_det_jacobian(self, latent: th.Tensor) -> th.Tensor:
+        """``sum_d log |dx_d / du_d|`` at ``latent`` (B, D) -> (B,), float64.
+
+        ``dx/du = half_width * (1 - tanh(u)^2)``, times ``x`` on log-scaled dimensions.
+        ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))`` is used for stability.
+        """
+        latent = latent.double()
+        log_dtanh = 2.0 * (math.log(2.0) - latent - F.softplus(-2.0 * latent))  # (B, D)
+        log_det = log_dtanh + th.log(self.half_width.to(latent.device))  # (B, D)
+        value = self.forward(latent)  # (B, D) float64
+        log_det = log_det + th.where(self.log_scale.to(latent.device), th.log(value), th.zeros_like(value))
+        return log_det.sum(dim=-1)  # (B,)
+
+
+class HybridDistribution(Distribution):
+    """Categorical(n_first) x SquashedNormal(D, physical units) x Categorical(n_second).
+
+    Parameters (from :meth:`proba_distribution`): ``first_logits`` (B, n_first),
+    ``mean`` (B, D) and ``log_std`` (D,) of the latent Normal, ``second_logits``
+    (B, n_second). Actions are the flat (B, 2 + D) layout above.
+
+    ``entropy`` returns the two categorical entropies plus the entropy of the *latent*
+    Normal: the squashed distribution's entropy has no closed form (SB3 returns None for
+    its tanh-Gaussian), and the latent entropy is what the entropy bonus should act on.
+    """
+
+    def __init__(self, n_first: int, n_second: int, squash: SquashedBoxMap) -> None:
+        super().__init__()
+        self.n_first, self.n_second, self.squash = n_first, n_second, squash
+        self.dim = int(squash.center.shape[0])
+        self.first: th.distributions.Categorical | None = None
+        self.latent: th.distributions.Normal | None = None
+        self.second: th.distributions.Categorical | None = None
+
+    def proba_distribution_net(
+        self, latent_dim: int, log_std_init: float = 0.0
+    ) -> tuple[nn.Module, nn.Module, nn.Parameter, nn.Module]:
+        """Heads of the seed's architecture: polymer (128), formulation mean (128),
+        coverage (64), plus a learnable state-independent log-std (D,)."""
+        first = nn.Sequential(nn.Linear(latent_dim, 128), nn.ReLU(), nn.Linear(128, self.n_first))
+        mean = nn.Sequential(nn.Linear(latent_dim, 128), nn.ReLU(), nn.Linear(128, self.dim))
+        second = nn.Sequential(nn.Linear(latent_dim, 64), nn.ReLU(), nn.Linear(64, self.n_second))
+        log_std = nn.Parameter(th.full((self.dim,), float(log_std_init)), requires_grad=True)
+        return first, mean, log_std, second
+
+    def proba_distribution(
+        self, first_logits: th.Tensor, mean: th.Tensor, log_std: th.Tensor, second_logits: th.Tensor
+    ) -> HybridDistribution:
+        self.first = th.distributions.Categorical(logits=first_logits)
+        self.latent = th.distributions.Normal(mean, th.ones_like(mean) * log_std.exp())
+        self.second = th.distributions.Categorical(logits=second_logits)
+        return self
+
+    def _split(self, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        if actions.shape[-1] != self.dim + 2:
+            raise ValueError(f"hybrid actions must have last dimension {self.dim + 2}, got {tuple(actions.shape)}")
+        first = th.round(actions[..., 0]).long()  # (B,)
+        second = th.round(actions[..., -1]).long()  # (B,)
+        return first, actions[..., 1:-1], second
+
+    def log_prob(self, actions: th.Tensor) -> th.Tensor:
+        """Exact log-density of (B, 2 + D) actions -> (B,)."""
+        first, physical, second = self._split(actions)
+        latent = self.squash.inverse(physical)  # (B, D) float64
+        mean, std = self.latent.mean.double(), self.latent.stddev.double()
+        gaussian = th.distributions.Normal(mean, std).log_prob(latent).sum(-1)  # (B,)
+        continuous = gaussian - self.squash.log_abs_det_jacobian(latent)  # (B,)
+        return self.first.log_prob(first) + continuous.to(actions.dtype) + self.second.log_prob(second)
+
+    def entropy(self) -> th.Tensor:
+        return self.first.entropy() + self.latent.entropy().sum(-1) + self.second.entropy()  # (B,)
+
+    def _assemble(self, first: th.Tensor, latent: th.Tensor, second: th.Tensor) -> th.Tensor:
+        physical = self.squash.forward(latent)  # (B, D)
+        return th.cat([first[..., None].to(physical.dtype), physical, second[..., None].to(physical.dtype)], dim=-1)
+
+    def sample(self) -> th.Tensor:
+        return self._assemble(self.first.sample(), self.latent.rsample(), self.second.sample())  # (B, 2 + D)
+
+    def mode(self) -> th.Tensor:
+        return self._assemble(self.first.probs.argmax(-1), self.latent.mean, self.second.probs.argmax(-1))
+
+    def actions_from_params(
+        self, first_logits: th.Tensor, mean: th.Tensor, log_std: th.Tensor, second_logits: th.Tensor,
+        deterministic: bool = False,
+    ) -> th.Tensor:
+        self.proba_distribution(first_logits, mean, log_std, second_logits)
+        return self.get_actions(deterministic=deterministic)
+
+    def log_prob_from_params(
+        self, first_logits: th.Tensor, mean: th.Tensor, log_std: th.Tensor, second_logits: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
+        actions = self.actions_from_params(first_logits, mean, log_std, second_logits)
+        return actions, self.log_prob(actions)
