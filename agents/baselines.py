@@ -47,3 +47,154 @@ class RandomAgent:
             f"action_masks given for unsupported action space {type(self.action_space).__name__};"
             " expected Discrete or MultiDiscrete"
         )
+
+
+# --------------------------------------------------------------------- Taxonomy-v0
+# The threshold baseline of Taxonomy-v0 / TaxonomyMultitask-v0 (envs.taxonomy): a
+# Phase 1 classifier (policies.phase1) that abstains when it is not confident enough.
+
+from policies.phase1 import HierarchicalClassifier, class_probabilities  # noqa: E402
+
+__all__ += ["TaxonomyThresholdAgent"]
+
+
+class TaxonomyThresholdAgent:
+    """Taxonomy baseline: the Phase 1 model's top class at each rank, abstaining when its
+    top softmax probability (renormalised over the classes the masks allow) is below
+    that rank's threshold. Thresholds of 0 never abstain (pure Phase 1); thresholds are
+    tuned on the validation split by :func:`benchmarks.taxonomy.tune_thresholds`.
+    Works on both the sequential (``obs["rank"]``) and the multitask observation."""
+
+    def __init__(self, model: HierarchicalClassifier, thresholds: Any, device: str = "cpu") -> None:
+        self.model = model
+        self.device = device
+        self.num_classes = tuple(int(n) for n in model.num_classes)
+        thresholds = np.asarray(thresholds, dtype=np.float64)
+        if thresholds.shape != (len(self.num_classes),) or not ((thresholds >= 0) & (thresholds <= 1)).all():
+            raise ValueError(
+                f"thresholds must be {len(self.num_classes)} values in [0, 1] (one per rank), got {thresholds.tolist()}"
+            )
+        self.thresholds = thresholds
+
+    def _decide(self, probs: np.ndarray, allowed: np.ndarray | None, rank: int) -> int | None:
+        """Class index (>= 1) or None (abstain) from one rank's (K_r,) probabilities."""
+        if allowed is not None:
+            probs = probs * allowed
+        if probs.sum() <= 0:
+            return None
+        probs = probs / probs.sum()
+        top = int(probs.argmax())
+        return None if probs[top] < self.thresholds[rank] else top + 1
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True, action_masks: np.ndarray | None = None) -> tuple[Any, Any]:
+        """Deterministic whatever ``deterministic`` says."""
+        images = np.asarray(observation["image"])
+        batched = images.ndim == 4
+        images = images if batched else images[None]  # (B, 3, H, W)
+        probs = class_probabilities(self.model, images.transpose(0, 2, 3, 1), self.device)  # [(B, K_r)]
+        masks = None if action_masks is None else np.asarray(action_masks, dtype=bool).reshape(len(images), -1)
+        sequential = "rank" in observation
+        ranks = np.asarray(observation["rank"]).reshape(len(images), -1).argmax(axis=1) if sequential else None
+        actions = []
+        for b in range(len(images)):
+            if sequential:
+                r = int(ranks[b])
+                abstain = max(self.num_classes)
+                allowed = None if masks is None else masks[b, 1 : self.num_classes[r]]
+                choice = self._decide(probs[r][b], allowed, r)
+                actions.append(abstain if choice is None else choice)
+            else:
+                offsets = np.concatenate([[0], np.cumsum(np.array(self.num_classes) + 1)])
+                row = []
+                for r, n in enumerate(self.num_classes):
+                    allowed = None if masks is None else masks[b, offsets[r] + 1 : offsets[r] + n]
+                    choice = self._decide(probs[r][b], allowed, r)
+                    row.append(n if choice is None else choice)
+                actions.append(row)
+        out = np.asarray(actions, dtype=np.int64)
+        return (out if batched else out[0]), state
+
+
+# --- AnisotropicAMG-v0 ------------------------------------------------------------------
+__all__ += ["AMGDirectionAgent", "AMGRandomKPerRowAgent"]
+
+
+def _amg_top_k_per_row(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Bool (E,): the k highest-scoring edges of every row (rows sorted or not; ties: lower index)."""
+    order = np.lexsort((np.arange(rows.size), -scores, rows))  # by row, then score descending
+    sorted_rows = rows[order]
+    starts = np.searchsorted(sorted_rows, sorted_rows, side="left")  # (E,) first position of each row
+    rank = np.arange(rows.size) - starts  # (E,) rank within the row
+    selected = np.zeros(rows.size, dtype=bool)
+    selected[order[rank < k]] = True
+    return selected
+
+
+def _amg_batched(observation: dict[str, np.ndarray], select: Any) -> np.ndarray:
+    if np.asarray(observation["edge_index"]).ndim == 3:
+        n = len(observation["edge_index"])
+        return np.stack([select({key: value[i] for key, value in observation.items()}) for i in range(n)])
+    return select(observation)
+
+
+class AMGRandomKPerRowAgent:
+    """AnisotropicAMG-v0 baseline: k edges per row uniformly at random (without replacement).
+
+    Works on any grid size; the action is a MultiBinary (E,) int8 vector.
+    """
+
+    def __init__(self, k: int, seed: int | None = None) -> None:
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k (edges per row) must be an integer >= 1, got {k!r}")
+        self.k = k
+        self.rng = np.random.default_rng(seed)
+
+    def _select(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        rows = np.asarray(observation["edge_index"])[0].astype(np.int64)  # (E,)
+        return _amg_top_k_per_row(rows, self.rng.random(rows.size), self.k).astype(np.int8)
+
+    def predict(
+        self, observation: dict[str, np.ndarray], state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, Any]:
+        """``deterministic`` is ignored: the agent is random by definition."""
+        return _amg_batched(observation, self._select), state
+
+
+class AMGDirectionAgent:
+    """AnisotropicAMG-v0 baseline: the k neighbours best aligned with the strong diffusion direction.
+
+    From the observation only: per row, M = sum_j (-A_ij / A_ii) o_j o_j^T over the
+    neighbour offsets o_j (raw grid steps, diagonal ones of length sqrt 2) is
+    proportional to the 9-point stencil's diffusion tensor Q diag(1, eps) Q^T; its
+    principal eigenvector is the strong direction v. Edges are ranked by |cos(o_j, v)|,
+    ties by |A_ij|. Uses the edge features ``a_over_diagonal``, ``direction_x/y`` and
+    ``is_diagonal`` of :data:`envs.amg.graph.EDGE_FEATURE_NAMES`.
+    """
+
+    def __init__(self, k: int) -> None:
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k (edges per row) must be an integer >= 1, got {k!r}")
+        self.k = k
+
+    def _select(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        from envs.amg.graph import EDGE_FEATURE_NAMES
+
+        features = np.asarray(observation["edge_features"], dtype=np.float64)  # (E, Fe)
+        column = {name: features[:, i] for i, name in enumerate(EDGE_FEATURE_NAMES)}
+        rows = np.asarray(observation["edge_index"])[0].astype(np.int64)  # (E,)
+        direction = np.stack([column["direction_x"], column["direction_y"]], axis=1)  # (E, 2)
+        offset = direction * np.where(column["is_diagonal"] > 0.5, np.sqrt(2.0), 1.0)[:, None]  # (E, 2)
+        coupling = column["a_over_diagonal"]  # (E,)
+        second_moment = coupling[:, None, None] * offset[:, :, None] * offset[:, None, :]  # (E, 2, 2)
+        tensor = np.zeros((rows.max() + 1, 2, 2))
+        np.add.at(tensor, rows, second_moment)  # (N, 2, 2)
+        strong = np.linalg.eigh(tensor)[1][:, :, -1]  # (N, 2) eigenvector of the largest eigenvalue
+        alignment = np.abs(np.einsum("ed,ed->e", direction, strong[rows]))  # (E,)
+        score = alignment + 1e-6 * np.abs(column["a_row_normalised"])  # (E,)
+        return _amg_top_k_per_row(rows, score, self.k).astype(np.int8)
+
+    def predict(
+        self, observation: dict[str, np.ndarray], state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, Any]:
+        return _amg_batched(observation, self._select), state

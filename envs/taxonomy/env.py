@@ -88,7 +88,7 @@ class _TaxonomyBase(gym.Env):
         self.data: TaxonomySplit = load_split(data_path, self.split, tree_path)
         self.tree = self.data.tree
         self.reward_fn = make_reward(reward, reward_params)
-        self._images = np.ascontiguousarray(self.data.images.transpose(0, 3, 1, 2))  # (n, 3, H, W)
+        self._images = self.data.images.transpose(0, 3, 1, 2)  # (n, 3, H, W) view; observations copy
         self.num_classes = np.array(self.tree.num_classes, dtype=np.int64)  # (R,) incl. null
         self.n_ranks = self.tree.n_ranks
         self._image_space = spaces.Box(0, 255, self._images.shape[1:], dtype=np.uint8)
