@@ -141,6 +141,7 @@ EVALUATORS: dict[str, str] = {
     "HydrogelSearch-v0": "benchmarks.hydrogel:evaluate",
     "Taxonomy-v0": "benchmarks.taxonomy:evaluate",
     "TaxonomyMultitask-v0": "benchmarks.taxonomy:evaluate",
+    "Prostate-v0": "benchmarks.prostate:evaluate",
 }
 
 

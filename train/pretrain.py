@@ -26,6 +26,7 @@ __all__ = ["PRETRAINERS", "pretrainer"]
 PRETRAINERS: dict[str, str] = {
     "Taxonomy-v0": "train.pretrain_taxonomy:pretrain",
     "TaxonomyMultitask-v0": "train.pretrain_taxonomy:pretrain",
+    "Prostate-v0": "train.pretrain_prostate:pretrain",
 }
 
 
