@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+
+# Tests use small models: one thread is as fast and immune to oversubscribed cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

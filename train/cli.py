@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-root", type=Path, default=Path("runs"), help="parent of default run dirs")
     parser.add_argument("--eval-episodes", type=int, help="episodes of the final evaluation (default 20)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default 1: small policies run fastest single-threaded, and"
+        " oversubscribed cores slow torch down badly; raise it for CNN policies on idle cores)",
+    )
     return parser
 
 
@@ -102,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         valid = ", ".join([*ALGORITHMS, PRETRAIN])
         print(f"python -m train: error: unknown algorithm {args.algo!r}; choose one of: {valid}", file=sys.stderr)
         return 2
+    if args.threads < 1:
+        print(f"python -m train: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
     try:
         result = _run(args)
     except UsageError as err:
