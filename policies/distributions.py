@@ -267,6 +267,11 @@ def bernoulli_entropy(logits: th.Tensor, mask: th.Tensor) -> th.Tensor:
     return (per_column * mask).sum(dim=-1)  # (B, R)
 
 
+def _gather_rows(values: th.Tensor, rows: th.Tensor) -> th.Tensor:
+    """(B, R, C) -> (B, n, C) for row indices (B, n)."""
+    return values.gather(1, rows[..., None].expand(-1, -1, values.shape[-1]))
+
+
 class PerRowTopKDistribution(Distribution):
     """Per-row top-k sets without replacement (Plackett-Luce), SB3 vocabulary.
 
@@ -307,9 +312,12 @@ class PerRowTopKDistribution(Distribution):
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         return self.log_prob_per_row(actions).sum(dim=-1)  # (B,)
 
-    def entropy_per_row(self) -> th.Tensor:
+    def entropy_per_row(self, rows: th.Tensor | None = None) -> th.Tensor:
+        """(B, R) exact per-row entropies, or (B, n) for the rows ``rows`` (B, n) long only."""
         logits, mask, k = self._params()
-        return topk_set_entropy(logits, mask, k, n_samples=self.entropy_samples)  # (B, R)
+        if rows is not None:
+            logits, mask = _gather_rows(logits, rows), _gather_rows(mask, rows)  # (B, n, C)
+        return topk_set_entropy(logits, mask, k, n_samples=self.entropy_samples)
 
     def entropy(self) -> th.Tensor:
         return self.entropy_per_row().sum(dim=-1)  # (B,)
@@ -363,8 +371,12 @@ class PerRowBernoulliDistribution(Distribution):
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         return self.log_prob_per_row(actions).sum(dim=-1)  # (B,)
 
-    def entropy_per_row(self) -> th.Tensor:
-        return bernoulli_entropy(*self._params())  # (B, R)
+    def entropy_per_row(self, rows: th.Tensor | None = None) -> th.Tensor:
+        """(B, R) exact per-row entropies, or (B, n) for the rows ``rows`` (B, n) long only."""
+        logits, mask = self._params()
+        if rows is not None:
+            logits, mask = _gather_rows(logits, rows), _gather_rows(mask, rows)  # (B, n, C)
+        return bernoulli_entropy(logits, mask)
 
     def entropy(self) -> th.Tensor:
         return self.entropy_per_row().sum(dim=-1)  # (B,)

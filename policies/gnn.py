@@ -169,7 +169,10 @@ class EdgeScorer(nn.Module):
 
     Edge encoder -> node state = node encoder + mean of the node's outgoing edge codes
     (each row sees its whole stencil) -> ``n_layers`` residual message-passing layers
-    -> logit_ij = MLP([h_i, h_j, e_ij]); value = MLP([mean pool, max pool]).
+    -> logit_ij = MLP([h_i, h_j, e_ij]) + w . raw_e_ij; value = MLP([mean pool, max pool]).
+    The linear path ``w`` (zero-initialised, like the MLP's output layer) lets a rule
+    such as "prefer edges aligned with the strong direction" be one weight, which
+    REINFORCE's noisy gradient finds far sooner than the same rule through the MLP.
     """
 
     def __init__(
@@ -201,6 +204,8 @@ class EdgeScorer(nn.Module):
         self.edge_head = nn.Sequential(nn.Linear(3 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
         nn.init.normal_(self.edge_head[-1].weight, std=1e-3)  # near-uniform selection at start
         nn.init.zeros_(self.edge_head[-1].bias)
+        self.edge_linear = nn.Linear(edge_dim, 1, bias=False)
+        nn.init.zeros_(self.edge_linear.weight)
         self.value_head = (
             nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1)) if value_head else None
         )
@@ -217,7 +222,7 @@ class EdgeScorer(nn.Module):
             else:
                 update = conv(h, graph.edge_index)  # (B*N, H)
             h = norm(h + th.relu(update))  # (B*N, H)
-        logits = self.edge_head(th.cat([h[source], h[target], edge_code], dim=-1))  # (B*E, 1)
+        logits = self.edge_head(th.cat([h[source], h[target], edge_code], dim=-1)) + self.edge_linear(graph.edge_attr)  # (B*E, 1)
         logits = logits.view(graph.n_graphs, graph.n_edges)  # (B, E)
         if self.value_head is None:
             return logits, None

@@ -25,6 +25,7 @@ __all__ = [
     "node_feature_names",
     "node_features",
     "observation",
+    "row_diffusion_tensors",
     "smoothed_vectors",
     "strength_matrix",
 ]
@@ -43,6 +44,8 @@ EDGE_FEATURE_NAMES: tuple[str, ...] = (
     "sin_2phi",
     "is_diagonal",  # 1 for the four diagonal neighbours (length sqrt 2), else 0
     "algebraic_distance",  # mean_v (v_i - v_j)^2 over the smoothed vectors / row max, in [0, 1]
+    "alignment",  # |cos| between the edge and the row's principal diffusion direction, in [0, 1]
+    "row_anisotropy",  # 1 - lambda_min / lambda_max of the row's diffusion tensor, in [0, 1]
 )
 
 _OFFSETS = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)])  # (8, 2)
@@ -144,6 +147,21 @@ def _row_max(values: np.ndarray, graph: GridGraph) -> np.ndarray:
     return np.maximum.reduceat(values, graph.indptr[:-1])[graph.rows]  # (E,) every row has >= 3 edges
 
 
+def row_diffusion_tensors(coupling: np.ndarray, graph: GridGraph) -> np.ndarray:
+    """(N, 2, 2) second moment M_i = sum_j c_ij o_ij o_ij^T of each row's couplings over its grid offsets.
+
+    With c_ij = -A_ij / A_ii, M_i of a 9-point stencil is proportional to the
+    diffusion tensor Q diag(1, eps) Q^T it discretises (for the FD stencil of
+    :mod:`envs.amg.problems` exactly, at interior rows), so its principal eigenvector
+    is the strong direction and 1 - lambda_min / lambda_max its anisotropy.
+    """
+    offsets = graph.offsets.astype(float)  # (E, 2)
+    moments = coupling[:, None, None] * offsets[:, :, None] * offsets[:, None, :]  # (E, 2, 2)
+    tensors = np.zeros((graph.n_nodes, 2, 2))
+    np.add.at(tensors, graph.rows, moments)
+    return tensors  # (N, 2, 2)
+
+
 def edge_features(matrix: sp.csr_array, graph: GridGraph, vectors: np.ndarray) -> np.ndarray:
     """(E, len(EDGE_FEATURE_NAMES)) float32, in the order of :data:`EDGE_FEATURE_NAMES`."""
     a = edge_values(matrix, graph)  # (E,)
@@ -155,9 +173,14 @@ def edge_features(matrix: sp.csr_array, graph: GridGraph, vectors: np.ndarray) -
     sin_2phi = 2.0 * direction[:, 0] * direction[:, 1]  # (E,)
     distance = np.mean((vectors[graph.rows] - vectors[graph.cols]) ** 2, axis=1)  # (E,)
     distance = distance / np.maximum(_row_max(distance, graph), 1e-300)  # (E,)
+    eigenvalues, eigenvectors = np.linalg.eigh(row_diffusion_tensors(-a / diagonal, graph))  # (N, 2), (N, 2, 2)
+    strong = eigenvectors[:, :, -1]  # (N, 2) unit eigenvector of the largest eigenvalue
+    alignment = np.abs(np.einsum("ed,ed->e", direction, strong[graph.rows]))  # (E,)
+    top = np.maximum(np.abs(eigenvalues[:, -1]), 1e-300)  # (N,)
+    anisotropy = np.clip(1.0 - eigenvalues[:, 0] / top, 0.0, 1.0)[graph.rows]  # (E,)
     features = np.stack(
         [a / row_scale, -a / diagonal, direction[:, 0], direction[:, 1], cos_2phi, sin_2phi,
-         (length > 1.0).astype(float), distance],
+         (length > 1.0).astype(float), distance, np.minimum(alignment, 1.0), anisotropy],
         axis=1,
     )  # (E, Fe)
     return features.astype(np.float32)
