@@ -37,6 +37,8 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         AlgorithmSpec("ppo", "stable_baselines3:PPO"),
         AlgorithmSpec("a2c", "stable_baselines3:A2C"),
         AlgorithmSpec("maskable-ppo", "sb3_contrib:MaskablePPO", uses_action_masks=True),
+        AlgorithmSpec("reinforce", "agents.reinforce:Reinforce"),
+        AlgorithmSpec("vec-ppo", "agents.vec_ppo:VecPPO"),
     )
 }
 

@@ -161,7 +161,10 @@ def _finish(model: BaseAlgorithm, config: RunConfig, run_dir: Path, train_second
         "python": platform.python_version(),
     }
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot_learning_curve(run_dir / "monitor", run_dir / "learning_curve.png", f"{config.algo} on {config.env_id}")
+    plot_learning_curve(
+        run_dir / "monitor", run_dir / "learning_curve.png", f"{config.algo} on {config.env_id}",
+        progress_csv=run_dir / "csv" / "progress.csv",
+    )
     return result
 
 

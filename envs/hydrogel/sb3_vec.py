@@ -56,14 +56,32 @@ class HydrogelSB3VecEnv(VecEnv):
             )
         self._actions = actions
 
+    # -- the TorchVecEnv protocol of agents.vec_ppo: tensors stay on the batch's device --
+    @property
+    def device(self) -> torch.device:
+        return self.batch.device
+
+    def reset_tensors(self, seed: int | None = None) -> torch.Tensor:
+        """(N, 13) first observations; ``seed`` reseeds the batch."""
+        return self.batch.reset(seed)
+
+    def _step_flat(self, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        polymer = torch.round(actions[:, POLYMER_SLOT]).long()
+        coverage = torch.round(actions[:, COVERAGE_SLOT]).long()
+        return self.batch.step(polymer, actions[:, FORMULATION_SLOTS], coverage)
+
+    def step_tensors(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, 6) flat actions on device, clipped to the Box (the one named boundary, as SB3
+        does) -> observations, rewards, terminated, truncated, final observations."""
+        low = torch.as_tensor(self.action_space.low, device=actions.device)
+        high = torch.as_tensor(self.action_space.high, device=actions.device)
+        obs, reward, terminated, truncated, info = self._step_flat(torch.minimum(torch.maximum(actions, low), high))
+        return obs, reward, terminated, truncated, info["final_obs"]
+
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         if self._actions is None:
             raise RuntimeError("step_wait called before step_async")
-        device = self.batch.device
-        actions = torch.as_tensor(self._actions, device=device)
-        polymer = torch.round(actions[:, POLYMER_SLOT]).long()
-        coverage = torch.round(actions[:, COVERAGE_SLOT]).long()
-        obs, reward, terminated, truncated, info = self.batch.step(polymer, actions[:, FORMULATION_SLOTS], coverage)
+        obs, reward, terminated, truncated, info = self._step_flat(torch.as_tensor(self._actions, device=self.batch.device))
         self._actions = None
         obs_np, final_np = obs.cpu().numpy(), info["final_obs"].cpu().numpy()
         done = (terminated | truncated).cpu().numpy()
