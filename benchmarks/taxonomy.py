@@ -207,11 +207,13 @@ def evaluate(
             result["threshold_baseline"] = None
             result["note"] = f"threshold baseline skipped: Phase 1 checkpoint {checkpoint} {why}; run `{PRETRAIN_COMMAND}`"
         else:
-            val = gym.make(env_id, **{**env_kwargs, "split": "val"}).unwrapped
+            val_env = gym.make(env_id, **{**env_kwargs, "split": "val"})
+            val = val_env.unwrapped
             tree = base.tree if getattr(base, "hierarchy_consistent", False) else None
             thresholds, val_return = tune_thresholds(
                 class_probabilities(model, val.data.images), val.data.labels, val.reward_fn, tree
             )
+            val_env.close()
             test_probs = [p[cases] for p in class_probabilities(model, base.data.images)]
             labels = base.data.labels[cases]
             for name, values in (("threshold", thresholds), ("never_abstain", np.zeros(len(ranks)))):

@@ -74,7 +74,9 @@ class LinnaeusPolicy(MaskableActorCriticPolicy):
     :param lr_schedule: learning-rate schedule (from the algorithm).
     :param phase1_checkpoint: Phase 1 checkpoint; default: where
         ``python -m train pretrain --env Taxonomy-v0`` writes it in the cache.
-    :param finetune: a :class:`FinetuneStrategy` value.
+    :param finetune: which parameters train (:class:`FinetuneStrategy`): ``value_head_only``,
+        ``heads_only`` (value, abstain and Phase 1 class heads), ``last_n_blocks`` (those
+        plus the last ``n_unfrozen_blocks`` backbone blocks) or ``full``.
     :param n_unfrozen_blocks: backbone blocks trained by ``last_n_blocks`` (required
         there, 1..number of blocks; not accepted by the other strategies).
     :param hidden_dim: width of the abstain and value MLPs.

@@ -36,8 +36,6 @@ from policies.phase1 import (
 
 __all__ = ["Phase1TrainConfig", "per_rank_accuracy", "pretrain", "train_phase1"]
 
-_DATA_KWARGS = ("data_path", "tree_path", "synthetic", "cache_dir")
-
 
 @dataclass(frozen=True)
 class Phase1TrainConfig:
@@ -158,8 +156,7 @@ def train_phase1(
 
 def _load(env_id: str, env_kwargs: Mapping[str, Any], split: Split) -> TaxonomySplit:
     """The data split the env would use (same data_path / synthetic / cache_dir resolution)."""
-    kwargs = {k: v for k, v in env_kwargs.items() if k in _DATA_KWARGS}
-    env = gym.make(env_id, split=split.value, **kwargs)
+    env = gym.make(env_id, **{**env_kwargs, "split": split.value})
     try:
         return env.unwrapped.data
     finally:
