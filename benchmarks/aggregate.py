@@ -1,0 +1,152 @@
+"""Aggregate scores over runs and tasks with stratified bootstrap confidence intervals.
+
+Follows rliable (Agarwal et al., 2021, "Deep RL at the edge of the statistical
+precipice"): scores of one agent form an array ``(runs, tasks)`` (runs = seeds,
+tasks = envs); the point estimate is the interquartile mean (IQM) or the mean of all
+``runs x tasks`` scores (``rliable.metrics.aggregate_iqm`` / ``aggregate_mean``); the
+interval is a percentile bootstrap that resamples runs with replacement *within each
+task* (rliable's ``StratifiedBootstrap``).
+
+Why not ``rliable.library.get_interval_estimates`` itself: it needs ``arch``, and no
+``arch`` release works here (arch 7.2 fails to import under pandas 3; arch 8 removed
+the ``random_state`` argument rliable 1.2 passes). This module reproduces that function
+with ``method="percentile"`` draw for draw: rliable draws its indices from NumPy's
+global RNG, here from a ``RandomState(seed)`` of our own, so the result equals
+rliable's after ``np.random.seed(seed)`` without touching global state (checked against
+rliable with pandas 2.2 / arch 7.2, see ``benchmarks/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from rliable import metrics
+from scipy import stats
+
+__all__ = ["Aggregate", "IntervalEstimate", "interval_estimates", "normalise_scores"]
+
+
+class Aggregate(str, Enum):
+    """Point estimate over all ``runs x tasks`` scores of one agent.
+
+    - ``iqm``: interquartile mean, the mean of the middle 50 % (rliable's recommended
+      aggregate: robust to outlier runs, less noisy than the median).
+    - ``mean``: the plain mean.
+    """
+
+    IQM = "iqm"
+    MEAN = "mean"
+
+
+def _batched_iqm(scores: np.ndarray) -> np.ndarray:
+    """IQM of each ``(runs, tasks)`` slice of ``(..., runs, tasks)`` scores."""
+    flat = scores.reshape(*scores.shape[:-2], -1)  # (..., runs * tasks)
+    return np.asarray(stats.trim_mean(flat, proportiontocut=0.25, axis=-1))
+
+
+def _batched_mean(scores: np.ndarray) -> np.ndarray:
+    """Mean of each ``(runs, tasks)`` slice of ``(..., runs, tasks)`` scores."""
+    return scores.mean(axis=(-2, -1))
+
+
+_BATCHED: dict[Aggregate, Callable[[np.ndarray], np.ndarray]] = {
+    Aggregate.IQM: _batched_iqm,
+    Aggregate.MEAN: _batched_mean,
+}
+_RLIABLE: dict[Aggregate, Callable[[np.ndarray], float]] = {
+    Aggregate.IQM: metrics.aggregate_iqm,
+    Aggregate.MEAN: metrics.aggregate_mean,
+}
+
+
+@dataclass(frozen=True)
+class IntervalEstimate:
+    """A point estimate and its bootstrap confidence interval ``[low, high]``."""
+
+    point: float
+    low: float
+    high: float
+
+
+def _check_scores(name: str, scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or min(scores.shape) < 1:
+        raise ValueError(f"scores[{name!r}] must be a non-empty (runs, tasks) array, got shape {scores.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"scores[{name!r}] holds non-finite values: {scores.tolist()}")
+    return scores
+
+
+def interval_estimates(
+    scores: Mapping[str, np.ndarray],
+    aggregate: Aggregate | str = Aggregate.IQM,
+    *,
+    reps: int = 50_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, IntervalEstimate]:
+    """Point estimate and stratified-bootstrap percentile CI per agent.
+
+    Args:
+        scores: agent name -> ``(runs, tasks)`` scores; agents may have different run counts.
+        aggregate: :class:`Aggregate` member or its value.
+        reps: bootstrap replications (rliable's default 50 000).
+        confidence: coverage of the two-sided interval, in (0, 1).
+        seed: seeds the resampling; agents are resampled in the given order from one stream.
+
+    Returns:
+        agent name -> :class:`IntervalEstimate`. A percentile interval usually but not
+        always contains the point estimate (with very few, skewed runs it may not).
+    """
+    try:
+        aggregate = Aggregate(aggregate)
+    except ValueError:
+        raise ValueError(f"aggregate must be one of {[a.value for a in Aggregate]}, got {aggregate!r}") from None
+    if not isinstance(reps, int) or reps < 1:
+        raise ValueError(f"reps must be an integer >= 1, got {reps!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    rng = np.random.RandomState(seed)  # the legacy stream rliable draws from, but private
+    alpha = (1.0 - confidence) / 2
+    estimates: dict[str, IntervalEstimate] = {}
+    for name, raw in scores.items():
+        data = _check_scores(name, raw)  # (runs, tasks)
+        runs, tasks = data.shape
+        # rliable draws (runs, tasks) indices per replication; one draw of all is the same stream
+        run_index = rng.choice(runs, (reps, runs, tasks), replace=True)  # (reps, runs, tasks)
+        resampled = data[run_index, np.arange(tasks)]  # (reps, runs, tasks)
+        replicates = _BATCHED[aggregate](resampled)  # (reps,)
+        low, high = np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)])
+        estimates[name] = IntervalEstimate(float(_RLIABLE[aggregate](data)), float(low), float(high))
+    return estimates
+
+
+def normalise_scores(
+    scores: Mapping[str, np.ndarray], low: np.ndarray, high: np.ndarray, task_names: list[str]
+) -> dict[str, np.ndarray]:
+    """``(score - low) / (high - low)`` per task (column), so 0 = ``low`` and 1 = ``high``.
+
+    Args:
+        scores: agent name -> ``(runs, tasks)`` raw scores.
+        low, high: ``(tasks,)`` reference scores (the benchmark uses the random agent and
+            the best agent, each averaged over runs).
+        task_names: ``(tasks,)`` names for error messages.
+
+    Raises:
+        ValueError: a task where ``high <= low`` (no agent beats the reference), for which
+            this normalisation is undefined.
+    """
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    if low.shape != (len(task_names),) or high.shape != low.shape:
+        raise ValueError(f"low and high must have shape ({len(task_names)},), got {low.shape} and {high.shape}")
+    flat = high <= low
+    if flat.any():
+        i = int(np.flatnonzero(flat)[0])
+        raise ValueError(
+            f"cannot normalise scores on {task_names[i]}: the best score {high[i]:g} does not exceed the"
+            f" random score {low[i]:g}; drop that env or add an agent that beats random"
+        )
+    return {name: (np.asarray(s, dtype=np.float64) - low) / (high - low) for name, s in scores.items()}

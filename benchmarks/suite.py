@@ -1,0 +1,185 @@
+"""Evaluate several agents on several envs over several seeds, and turn that into scores.
+
+Each (agent, env, seed) is one call of :func:`benchmarks.evaluation.evaluate` (the env
+family's evaluator, on the test split). The chosen metric of every call fills one
+``(runs=seeds, tasks=envs)`` array per agent, which :mod:`benchmarks.aggregate`
+summarises. Across several envs, scores are first normalised per env so that the
+random agent scores 0 and the best agent (highest mean over seeds) scores 1: raw
+rewards of different envs have unrelated scales, and rliable's aggregates assume
+comparable tasks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+import envs
+from benchmarks.agent_spec import AgentKind, AgentSpec, build_agent
+from benchmarks.evaluation import Agent, evaluate
+from train.config import UsageError
+from train.runner import build_wrapper
+
+__all__ = [
+    "AgentRun", "Normalisation", "check_env_ids", "kwargs_mismatches", "normalisation", "plan_runs", "play_runs",
+    "raw_scores",
+]
+
+
+@dataclass
+class AgentRun:
+    """One agent on one env: where it runs and what each seed's evaluation returned."""
+
+    label: str
+    env_id: str
+    spec: AgentSpec
+    env_kwargs: dict[str, Any]
+    env_wrapper: tuple[str, ...]
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Seed -> the evaluator's dict."""
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-env reference scores: ``(score - low) / (high - low)``."""
+
+    low: np.ndarray
+    """(envs,) mean over seeds of the random agent."""
+    high: np.ndarray
+    """(envs,) highest mean over seeds of any agent."""
+    best: list[str]
+    """(envs,) label of the agent that set ``high``."""
+
+
+def check_env_ids(env_ids: list[str]) -> None:
+    """Unknown or repeated env ids raise :class:`UsageError` listing the registered ones."""
+    for env_id in env_ids:
+        if env_id not in gym.registry or env_id not in envs.ENV_IDS:
+            close = difflib.get_close_matches(env_id, envs.ENV_IDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"unknown env {env_id!r}; choose one of: {', '.join(envs.ENV_IDS)}{hint}")
+    if len(set(env_ids)) != len(env_ids):
+        raise UsageError(f"--env lists an env twice: {env_ids}")
+
+
+def plan_runs(
+    env_ids: list[str], specs: list[AgentSpec], env_kwargs: dict[str, dict[str, Any]]
+) -> list[AgentRun]:
+    """Which agent runs where, with which env kwargs; every label must cover every env.
+
+    ``env_kwargs[env_id]`` (from ``--env-kwargs``) applies to every agent on that env
+    and wins over a model's own run settings.
+    """
+    check_env_ids(env_ids)
+    for spec in specs:
+        if spec.run_config is not None and spec.run_config.env_id not in env_ids:
+            raise UsageError(
+                f"agent {spec.text!r} was trained on {spec.run_config.env_id}, which is not among --env {' '.join(env_ids)}"
+            )
+    if len(env_ids) > 1 and not any(spec.kind is AgentKind.RANDOM for spec in specs):
+        raise UsageError("several envs are normalised by the random agent's score; add --agent random")
+    runs: list[AgentRun] = []
+    for env_id in env_ids:
+        for spec in specs:
+            if not spec.runs_on(env_id):
+                continue
+            if any(r.label == spec.label and r.env_id == env_id for r in runs):
+                raise UsageError(
+                    f"two agents named {spec.label!r} on {env_id}; name them apart with LABEL=SPEC"
+                    f" (e.g. {spec.label}2={spec.text})"
+                )
+            kwargs = {**spec.env_kwargs(), **env_kwargs.get(env_id, {})}
+            runs.append(AgentRun(spec.label, env_id, spec, kwargs, spec.env_wrapper()))
+    for label in dict.fromkeys(r.label for r in runs):
+        missing = [e for e in env_ids if not any(r.label == label and r.env_id == e for r in runs)]
+        if missing:
+            raise UsageError(
+                f"agent {label!r} has nothing to run on {', '.join(missing)}; every agent needs every env"
+                f" (give a run dir per env under one label, e.g. {label}=runs/.../{missing[0]}_1)"
+            )
+    return runs
+
+
+def kwargs_mismatches(runs: list[AgentRun]) -> list[str]:
+    """One message per env whose agents see different env kwargs (different test cases?)."""
+    messages = []
+    for env_id in dict.fromkeys(r.env_id for r in runs):
+        on_env = [r for r in runs if r.env_id == env_id]
+        if any(r.env_kwargs != on_env[0].env_kwargs for r in on_env):
+            seen = "; ".join(f"{r.label}: {r.env_kwargs}" for r in on_env)
+            messages.append(
+                f"{env_id}: agents run with different env kwargs, so their test cases may differ ({seen});"
+                " align them with --env-kwargs"
+            )
+    return messages
+
+
+def _action_space(run: AgentRun) -> gym.Space:
+    env = gym.make(run.env_id, **run.env_kwargs)
+    wrapper = build_wrapper(run.env_wrapper)
+    if wrapper is not None:
+        env = wrapper(env)
+    try:
+        return env.action_space
+    finally:
+        env.close()
+
+
+def play_runs(runs: list[AgentRun], seeds: list[int], episodes: int, device: str) -> None:
+    """Fill ``run.results[seed]`` for every run and seed (with a progress bar)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds must be distinct integers, got {seeds}")
+    if episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {episodes}")
+    with tqdm(total=len(runs) * len(seeds), desc="evaluate", unit="eval") as progress:
+        for run in runs:
+            model: Agent | None = None
+            space = None if run.spec.kind is AgentKind.MODEL else _action_space(run)
+            for seed in seeds:
+                progress.set_postfix_str(f"{run.env_id} {run.label} seed {seed}")
+                if run.spec.kind is AgentKind.MODEL:  # deterministic: load once, play every seed
+                    model = model or build_agent(run.spec, space, seed, device)
+                    agent = model
+                else:
+                    agent = build_agent(run.spec, space, seed, device)
+                run.results[seed] = evaluate(
+                    agent, run.env_id, env_kwargs=run.env_kwargs, wrapper=build_wrapper(run.env_wrapper),
+                    n_episodes=episodes, seed=seed,
+                )
+                progress.update()
+
+
+def raw_scores(runs: list[AgentRun], env_ids: list[str], seeds: list[int], metric: str) -> dict[str, np.ndarray]:
+    """Label -> ``(seeds, envs)`` array of ``metric``."""
+    for run in runs:
+        for seed, result in run.results.items():
+            value = result.get(metric)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                numeric = sorted(k for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+                raise UsageError(
+                    f"--metric {metric!r} is not a number in the {run.env_id} results; numeric keys: {', '.join(numeric)}"
+                )
+    labels = list(dict.fromkeys(r.label for r in runs))
+    scores = {label: np.zeros((len(seeds), len(env_ids))) for label in labels}
+    for run in runs:
+        column = env_ids.index(run.env_id)
+        scores[run.label][:, column] = [float(run.results[s][metric]) for s in seeds]
+    return scores
+
+
+def normalisation(scores: dict[str, np.ndarray], env_ids: list[str], runs: list[AgentRun]) -> Normalisation:
+    """Random agent -> 0, best agent (by mean over seeds) -> 1, per env (see module doc)."""
+    random_label = next(r.label for r in runs if r.spec.kind is AgentKind.RANDOM)
+    labels = list(scores)
+    means = np.stack([scores[label].mean(axis=0) for label in labels])  # (agents, envs)
+    best = means.argmax(axis=0)  # (envs,)
+    return Normalisation(
+        low=scores[random_label].mean(axis=0),
+        high=means[best, np.arange(len(env_ids))],
+        best=[labels[i] for i in best],
+    )

@@ -1,0 +1,72 @@
+"""Aggregates and stratified bootstrap CIs (rliable's method) and per-env normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rliable import metrics
+
+from benchmarks.aggregate import Aggregate, interval_estimates, normalise_scores
+
+
+def test_iqm_is_the_mean_of_the_middle_half() -> None:
+    scores = np.array([[1.0, 8.0], [2.0, 7.0], [3.0, 1000.0], [4.0, 5.0]])  # (runs=4, tasks=2)
+    estimate = interval_estimates({"a": scores}, Aggregate.IQM, reps=200)["a"]
+    assert estimate.point == pytest.approx(np.mean([3.0, 4.0, 5.0, 7.0]))  # drops 1, 2 and 8, 1000
+    assert estimate.point == pytest.approx(metrics.aggregate_iqm(scores))
+    mean = interval_estimates({"a": scores}, "mean", reps=200)["a"]
+    assert mean.point == pytest.approx(scores.mean())
+
+
+def test_interval_contains_the_estimate_and_is_reproducible() -> None:
+    scores = {"a": np.random.default_rng(0).normal(size=(10, 3)), "b": np.random.default_rng(1).normal(5, 2, (6, 3))}
+    first = interval_estimates(scores, reps=2000, seed=3)
+    assert first == interval_estimates(scores, reps=2000, seed=3)
+    assert first != interval_estimates(scores, reps=2000, seed=4)
+    for estimate in first.values():
+        assert estimate.low < estimate.point < estimate.high
+    wider = interval_estimates(scores, reps=2000, seed=3, confidence=0.99)
+    assert wider["a"].low <= first["a"].low and wider["a"].high >= first["a"].high
+
+
+def test_resampling_is_stratified_by_task() -> None:
+    # Runs are resampled within each task: with each task constant over runs, every
+    # replicate equals the data, so the CI collapses (an unstratified bootstrap would not).
+    scores = np.tile([0.0, 10.0, 4.0], (5, 1))  # (runs=5, tasks=3)
+    estimate = interval_estimates({"a": scores}, "mean", reps=500)["a"]
+    assert estimate.low == estimate.high == pytest.approx(14.0 / 3)
+
+
+def test_matches_rliable_get_interval_estimates() -> None:
+    # rliable.library.get_interval_estimates(data, iqm, reps=3000) after np.random.seed(7),
+    # computed with rliable 1.2.0, arch 7.2.0, pandas 2.2.3 (rliable cannot import here).
+    data = np.random.RandomState(0).rand(5, 3)
+    estimate = interval_estimates({"a": data}, "iqm", reps=3000, seed=7)["a"]
+    assert (estimate.point, estimate.low, estimate.high) == pytest.approx(
+        (0.5981994747363484, 0.5043439686518321, 0.7037595856410163), abs=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scores": {"a": np.zeros(3)}}, "(runs, tasks)"),
+        ({"scores": {"a": np.array([[0.0, np.nan]])}}, "non-finite"),
+        ({"reps": 0}, "reps"),
+        ({"confidence": 1.0}, "confidence"),
+        ({"aggregate": "median"}, "aggregate must be one of"),
+    ],
+)
+def test_bad_inputs_are_named(kwargs: dict, message: str) -> None:
+    arguments = {"scores": {"a": np.zeros((2, 2))}, **kwargs}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        interval_estimates(**arguments)
+
+
+def test_normalisation_maps_reference_scores_to_zero_and_one() -> None:
+    scores = {"random": np.array([[1.0, 10.0], [3.0, 30.0]]), "best": np.array([[5.0, 50.0], [5.0, 70.0]])}
+    normalised = normalise_scores(scores, low=np.array([2.0, 20.0]), high=np.array([5.0, 60.0]), task_names=["a", "b"])
+    np.testing.assert_allclose(normalised["random"].mean(axis=0), [0.0, 0.0])
+    np.testing.assert_allclose(normalised["best"].mean(axis=0), [1.0, 1.0])
+    with pytest.raises(ValueError, match="cannot normalise scores on b"):
+        normalise_scores(scores, low=np.array([2.0, 20.0]), high=np.array([5.0, 20.0]), task_names=["a", "b"])

@@ -1,0 +1,109 @@
+"""``python -m benchmarks evaluate``: results files, aggregation, models from run dirs, usage errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.cli import main
+from train.cli import main as train_main
+
+TINY_ENV = ["--env-kwargs", "n_synthetic=20"]  # 7 test patients; the run below trains on the same cohort
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PPO run dir trained for 256 steps (seconds), as python -m train writes it."""
+    path = tmp_path_factory.mktemp("runs") / "ppo_hydrogel"
+    argv = [
+        "ppo", "--env", "Hydrogel-v0", "--total-timesteps", "256", "--n-envs", "4", "--eval-episodes", "1",
+        "--hyperparams", "n_steps=32", "batch_size=64", "n_epochs=1", "env_kwargs.n_synthetic=20",
+        "policy_kwargs.net_arch=[16,16]", "--run-dir", str(path),
+    ]
+    assert train_main(argv) == 0
+    return path
+
+
+def test_random_against_a_trained_model(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench"
+    argv = ["evaluate", "--env", "Hydrogel-v0", "--agent", "random", "--agent", f"tiny={run_dir}",
+            "--seeds", "0", "1", "--episodes", "3", "--reps", "500", *TINY_ENV, "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["command"] == "python -m benchmarks " + " ".join(argv)
+    assert {"python", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy"} <= set(data["versions"])
+    by_label = data["results"]["Hydrogel-v0"]
+    assert list(by_label) == ["random", "tiny"]
+    assert by_label["tiny"]["env_wrapper"] == ["envs.hydrogel.wrappers:HybridBoxAction"]
+    assert by_label["tiny"]["env_kwargs"] == by_label["random"]["env_kwargs"] == {"n_synthetic": 20}
+    for entry in by_label.values():
+        assert set(entry["seeds"]) == {"0", "1"}
+        for result in entry["seeds"].values():
+            assert result["n_episodes"] == 3 and "baselines" in result and "optimal_rate" in result
+    for label, estimate in data["aggregates"].items():
+        runs = np.array(data["scores"][label])
+        assert runs.shape == (2, 1)  # (seeds, envs)
+        np.testing.assert_allclose(runs[:, 0], [by_label[label]["seeds"][s]["mean_reward"] for s in ("0", "1")])
+        assert estimate["low"] <= estimate["point"] <= estimate["high"]
+    assert data["normalisation"] is None and data["warnings"] == []
+    markdown = (out / "results.md").read_text()
+    assert f"`{data['command']}`" in markdown and "| tiny |" in markdown and "| optimal_rate |" in markdown
+    assert (out / "aggregate.png").read_bytes()[:8] == PNG_MAGIC
+    assert "tiny: IQM mean_reward" in capsys.readouterr().out
+
+
+def test_several_envs_are_normalised_between_random_and_best(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    argv = ["evaluate", "--env", "Hydrogel-v0", "--env", "HydrogelSearch-v0", "--agent", "random",
+            "--agent", "other=baseline:RandomAgent:seed=5", "--seeds", "0", "1", "--episodes", "2", "--reps", "200",
+            "--env-kwargs", "n_synthetic=20", "HydrogelSearch-v0.horizon=2", "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["results"]["HydrogelSearch-v0"]["random"]["env_kwargs"] == {"n_synthetic": 20, "horizon": 2}
+    norm = data["normalisation"]
+    for column, env_id in enumerate(data["envs"]):
+        raw = {label: np.mean([r["mean_reward"] for r in entry["seeds"].values()])
+               for label, entry in data["results"][env_id].items()}
+        assert norm["low"][column] == pytest.approx(raw["random"])
+        assert norm["high"][column] == pytest.approx(max(raw.values()))
+        normalised = {label: np.mean(np.array(s)[:, column]) for label, s in data["scores"].items()}
+        assert normalised["random"] == pytest.approx(0.0)
+        assert normalised[norm["best"][column]] == pytest.approx(1.0)
+
+
+def test_mismatched_env_kwargs_are_warned_about(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["evaluate", "--env", "Hydrogel-v0", "--agent", "random", "--agent", str(run_dir),
+            "--seeds", "0", "--episodes", "1", "--reps", "10", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "different env kwargs" in capsys.readouterr().err
+    assert json.loads((tmp_path / "results.json").read_text())["warnings"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "Hydrogel-v1", "--agent", "random"], "unknown env 'Hydrogel-v1'; choose one of: Hydrogel-v0"),
+        (["--env", "Hydrogel-v0", "--agent", "rnd"], "unknown agent spec 'rnd' (no such file or dir); valid: random, baseline:"),
+        (["--env", "Hydrogel-v0", "--agent", "baseline:Nope"], "unknown baseline 'Nope' in agent 'baseline:Nope'; choose one of: "),
+        (["--env", "Hydrogel-v0", "--agent", "baseline:AMGDirectionAgent"], "AMGDirectionAgent needs k; pass them as"),
+        (["--env", "Hydrogel-v0", "--agent", "baseline:RandomAgent:speed=2"], "RandomAgent takes no argument 'speed'"),
+        (["--env", "Hydrogel-v0", "--env", "HydrogelSearch-v0", "--agent", "baseline:RandomAgent"], "add --agent random"),
+        (["--env", "Hydrogel-v0", "--agent", "random", "--agent", "random"], "two agents named 'random' on Hydrogel-v0"),
+        (["--env", "Hydrogel-v0", "--agent", "random", "--env-kwargs", "Prostate-v0.x=1"], "Prostate-v0 is not among --env"),
+        (["--env", "Hydrogel-v0", "--agent", "random", "--metric", "nope", "--episodes", "1", "--seeds", "0",
+          *TINY_ENV], "--metric 'nope' is not a number in the Hydrogel-v0 results; numeric keys: "),
+    ],
+)
+def test_mistakes_exit_2_with_one_line(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", *argv, "--out", str(tmp_path)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("python -m benchmarks")]
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_a_model_runs_only_on_its_own_env(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", "--env", "HydrogelSearch-v0", "--agent", str(run_dir), "--out", str(tmp_path)]) == 2
+    assert "was trained on Hydrogel-v0, which is not among --env HydrogelSearch-v0" in capsys.readouterr().err
