@@ -269,7 +269,8 @@ class AMGDirectionAgent:
     neighbour offsets o_j (raw grid steps, diagonal ones of length sqrt 2) is
     proportional to the 9-point stencil's diffusion tensor Q diag(1, eps) Q^T; its
     principal eigenvector is the strong direction v. Edges are ranked by |cos(o_j, v)|,
-    ties by |A_ij|. Uses the edge features ``a_over_diagonal``, ``direction_x/y`` and
+    ties by |A_ij| (the signs of o_j do not matter: M is quadratic in o_j). Computed
+    from the edge features ``a_over_diagonal``, ``cos_2phi``, ``sin_2phi`` and
     ``is_diagonal`` of :data:`envs.amg.graph.EDGE_FEATURE_NAMES`.
     """
 
@@ -284,7 +285,8 @@ class AMGDirectionAgent:
         features = np.asarray(observation["edge_features"], dtype=np.float64)  # (E, Fe)
         column = {name: features[:, i] for i, name in enumerate(EDGE_FEATURE_NAMES)}
         rows = np.asarray(observation["edge_index"])[0].astype(np.int64)  # (E,)
-        direction = np.stack([column["direction_x"], column["direction_y"]], axis=1)  # (E, 2)
+        phi = 0.5 * np.arctan2(column["sin_2phi"], column["cos_2phi"])  # (E,) edge angle, up to a sign
+        direction = np.stack([np.cos(phi), np.sin(phi)], axis=1)  # (E, 2) unit vector, up to a sign
         offset = direction * np.where(column["is_diagonal"] > 0.5, np.sqrt(2.0), 1.0)[:, None]  # (E, 2)
         coupling = column["a_over_diagonal"]  # (E,)
         second_moment = coupling[:, None, None] * offset[:, :, None] * offset[:, None, :]  # (E, 2, 2)

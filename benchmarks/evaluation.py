@@ -142,6 +142,7 @@ EVALUATORS: dict[str, str] = {
     "Taxonomy-v0": "benchmarks.taxonomy:evaluate",
     "TaxonomyMultitask-v0": "benchmarks.taxonomy:evaluate",
     "Prostate-v0": "benchmarks.prostate:evaluate",
+    "AnisotropicAMG-v0": "benchmarks.amg:evaluate",
 }
 
 

@@ -59,7 +59,7 @@ class AnisotropicAMGEnv(gym.Env):
     |---|---|---|---|---|
     | node_features | (N, m + 2) | float32 | m random vectors after 5 weighted-Jacobi sweeps (omega 2/3) on A e = 0, z-scored; then grid coordinates ix/(n-1), iy/(n-1) | [-sqrt N, sqrt N]; [0, 1] |
     | edge_index | (2, E) | int64 | [source; target] node of each edge, sorted by source then target (CSR order), the same for every matrix of size n | [0, N - 1] |
-    | edge_features | (E, 8) | float32 | :data:`envs.amg.graph.EDGE_FEATURE_NAMES`: A_ij / row max abs, -A_ij / A_ii, unit direction (x, y), doubled-angle direction (cos 2phi, sin 2phi), is-diagonal, algebraic distance of the smoothed vectors / row max | [-1, 1] |
+    | edge_features | (E, 8) | float32 | :data:`envs.amg.graph.EDGE_FEATURE_NAMES`: A_ij / row max abs, -A_ij / A_ii, doubled-angle direction (cos 2phi, sin 2phi: the same for (i, j) and its mirror edge), is-diagonal, algebraic distance of the smoothed vectors / row max, alignment with the row's strong diffusion direction, the row's anisotropy | [-1, 1] |
 
     ## Rewards
     ``log(W_baseline / W)`` with W = operator complexity / -log10(rho), the work per

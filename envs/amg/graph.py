@@ -38,10 +38,8 @@ JACOBI_SWEEPS = 5
 EDGE_FEATURE_NAMES: tuple[str, ...] = (
     "a_row_normalised",  # A_ij / max_k |A_ik| over the row's off-diagonals, in [-1, 1]
     "a_over_diagonal",  # -A_ij / A_ii, scale-free coupling (positive for M-matrix-like entries)
-    "direction_x",  # unit vector from i to j, first grid axis
-    "direction_y",  # unit vector from i to j, second grid axis
-    "cos_2phi",  # doubled-angle direction: the same for (i, j) and (j, i)
-    "sin_2phi",
+    "cos_2phi",  # direction of the edge as a doubled angle phi from the first grid axis:
+    "sin_2phi",  # the same for offsets o and -o, as the operator's couplings are
     "is_diagonal",  # 1 for the four diagonal neighbours (length sqrt 2), else 0
     "algebraic_distance",  # mean_v (v_i - v_j)^2 over the smoothed vectors / row max, in [0, 1]
     "alignment",  # |cos| between the edge and the row's principal diffusion direction, in [0, 1]
@@ -179,8 +177,8 @@ def edge_features(matrix: sp.csr_array, graph: GridGraph, vectors: np.ndarray) -
     top = np.maximum(np.abs(eigenvalues[:, -1]), 1e-300)  # (N,)
     anisotropy = np.clip(1.0 - eigenvalues[:, 0] / top, 0.0, 1.0)[graph.rows]  # (E,)
     features = np.stack(
-        [a / row_scale, -a / diagonal, direction[:, 0], direction[:, 1], cos_2phi, sin_2phi,
-         (length > 1.0).astype(float), distance, np.minimum(alignment, 1.0), anisotropy],
+        [a / row_scale, -a / diagonal, cos_2phi, sin_2phi, (length > 1.0).astype(float), distance,
+         np.minimum(alignment, 1.0), anisotropy],
         axis=1,
     )  # (E, Fe)
     return features.astype(np.float32)

@@ -59,12 +59,16 @@ def test_observation_of_a_3x3_grid_by_hand() -> None:
     to_7 = features[list(graph.cols[centre]).index(7)]
     assert to_7[names.index("a_row_normalised")] == pytest.approx(-1.0)
     assert to_7[names.index("a_over_diagonal")] == pytest.approx(strong_x / (2 * (1 + eps)), rel=1e-6)
-    assert to_7[names.index("direction_x")] == 1.0 and to_7[names.index("cos_2phi")] == 1.0
+    assert to_7[names.index("cos_2phi")] == 1.0 and to_7[names.index("is_diagonal")] == 0.0
     to_5 = features[list(graph.cols[centre]).index(5)]  # (ix, iy+1)
     assert to_5[names.index("a_row_normalised")] == pytest.approx(-strong_y / strong_x, rel=1e-6)
     to_8 = features[list(graph.cols[centre]).index(8)]  # (ix+1, iy+1): stencil entry a = (eps - 1) C S / 2
     assert to_8[names.index("a_row_normalised")] == pytest.approx(-cross / strong_x, rel=1e-5)
     assert to_8[names.index("is_diagonal")] == 1.0 and to_8[names.index("sin_2phi")] == pytest.approx(1.0)
+    # the centre row's second moment is the diffusion tensor: strong direction theta, anisotropy 1 - eps
+    assert to_7[names.index("alignment")] == pytest.approx(np.cos(theta), rel=1e-5)
+    assert to_5[names.index("alignment")] == pytest.approx(np.sin(theta), rel=1e-5)
+    assert to_7[names.index("row_anisotropy")] == pytest.approx(1 - eps, rel=1e-5)
     assert np.all((obs["edge_features"] >= -1) & (obs["edge_features"] <= 1))
 
 
