@@ -133,7 +133,7 @@ class _TaxonomyBase(gym.Env):
     def render(self) -> np.ndarray | None:
         """``render_mode="rgb_array"``: the current image, (H, W, 3) uint8."""
         if self.render_mode == "rgb_array":
-            return self._images[max(self._case, 0)].transpose(1, 2, 0).copy()
+            return self.data.images[max(self._case, 0)].copy()
         return None
 
     def _episode_info(self, predictions: list[int | None]) -> dict[str, Any]:

@@ -178,11 +178,13 @@ def test_synthetic_config_errors_name_the_field() -> None:
 # ------------------------------------------------------------------------- env
 @pytest.mark.parametrize("env_id", IDS)
 def test_check_env_gymnasium_and_sb3_without_warnings(env_id: str) -> None:
-    env = make(env_id)
+    env = make(env_id, render_mode="rgb_array")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        gym_check_env(env)
+        gym_check_env(env, skip_render_check=False)
         sb3_check_env(env)
+    env.reset(seed=0)
+    assert env.render().shape == (36, 36, 3)
 
 
 @pytest.mark.parametrize("env_id", IDS)
