@@ -16,7 +16,8 @@ Metrics (on the test split; one episode per core and pass):
 ``min_points=0``), ``random`` (k random valid points; 3 passes so its noise is lower) and
 ``center`` (the k prostate cells nearest the prostate centroid). Baselines run on the
 sequential env with the agent's other env kwargs, unwrapped (they read the raw
-observation).
+observation). Every env here has ``relative_reward=False``: rewards are reported on the
+plain scale whatever the agent trained on.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``agent`` on every test core (``ceil(n_episodes / n_test)`` passes, at least
     one), plus the none / random / center baselines."""
-    kwargs = {**(env_kwargs or {}), "split": "test"}
+    kwargs = {**(env_kwargs or {}), "split": "test", "relative_reward": False}
     env = gym.make(env_id, **kwargs)
     if wrapper is not None:
         env = wrapper(env)

@@ -5,13 +5,15 @@ one logit per cell (hard-masked outside the prostate and on cells already chosen
 in the sequential mode, a STOP logit; a value head pools the processed grid and adds
 the clinical values. ::
 
-    obs["features"] (B, 256, G, G) ++ prostate_mask, selected (B, 2, G, G)
+    obs["features"] (B, 256, G, G) ++ prostate_mask, selected, row, col (B, 4, G, G)
         -> [conv k x k -> BatchNorm -> ReLU] x len(hidden_channels)      shared (B, C, G, G)
         ├─ attention head: 1x1 conv -> (B, G*G) cell logits (masked) [+ STOP logit]
         └─ value head: global average pool ++ clinical -> MLP -> (B, 1)
 
 The mask channels are inputs too, so the processor knows where it has already looked
-(the value of a state depends on it). The seed's width is 256 -> 512 -> 512
+(the value of a state depends on it), and so are two coordinate channels (CoordConv):
+convolutions alone cannot tell where in the image a cell is, yet position matters —
+the biopsy needle's path is fixed in the image frame by the probe's needle guide. The seed's width is 256 -> 512 -> 512
 (``hidden_channels=(512, 512)``, the default); ``train/hyperparams/maskable-ppo.yml``
 uses a narrower processor so that CPU training takes minutes.
 
@@ -30,11 +32,16 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-__all__ = ["MASKED_LOGIT", "AttentionTrunk", "AttentionHeads", "AttentionPolicy"]
+from policies.distributions import PerRowTopKDistribution
+
+__all__ = [
+    "MASKED_LOGIT", "AttentionTrunk", "AttentionHeads", "AttentionPolicy", "CellSetDistribution", "OneShotAttentionPolicy",
+]
 
 MASKED_LOGIT = -1e8
 """Logit of a forbidden cell (sb3-contrib's HUGE_NEG)."""
@@ -57,25 +64,33 @@ class AttentionTrunk(BaseFeaturesExtractor):
     """The shared conv processor. Its output is flat, for SB3's plumbing:
     (B, C*G*G + 2*G*G + n_clinical) = processed grid ++ (prostate, selected) ++ clinical."""
 
-    def __init__(self, observation_space: spaces.Dict, hidden_channels: Sequence[int] = (512, 512), kernel_size: int = 3) -> None:
+    def __init__(self, observation_space: spaces.Dict, hidden_channels: Sequence[int] = (512, 512),
+                 kernel_size: int | Sequence[int] = 3) -> None:
         in_channels, G = _grid_shape(observation_space)
         n_clinical = int(np.prod(observation_space["clinical"].shape))
         if not hidden_channels or min(hidden_channels) < 1:
             raise ValueError(f"hidden_channels must be a non-empty sequence of positive ints, got {hidden_channels}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
+        kernels = [kernel_size] * len(hidden_channels) if isinstance(kernel_size, int) else list(kernel_size)
+        if len(kernels) != len(hidden_channels) or any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(
+                f"kernel_size must be a positive odd int or one per layer of hidden_channels={list(hidden_channels)},"
+                f" got {kernel_size}"
+            )
         super().__init__(observation_space, hidden_channels[-1] * G * G + 2 * G * G + n_clinical)
         layers: list[nn.Module] = []
-        channels = in_channels + 2
-        for width in hidden_channels:
-            layers += [nn.Conv2d(channels, width, kernel_size, padding=kernel_size // 2), nn.BatchNorm2d(width), nn.ReLU()]
+        channels = in_channels + 4
+        for width, kernel in zip(hidden_channels, kernels):
+            layers += [nn.Conv2d(channels, width, kernel, padding=kernel // 2), nn.BatchNorm2d(width), nn.ReLU()]
             channels = width
         self.processor = nn.Sequential(*layers)
         self.grid_size, self.out_channels, self.n_clinical = G, channels, n_clinical
+        axis = torch.linspace(-1.0, 1.0, G)
+        self.register_buffer("coordinates", torch.stack(torch.meshgrid(axis, axis, indexing="ij"))[None], persistent=False)  # (1, 2, G, G)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         masks = torch.stack([observations["prostate_mask"], observations["selected"]], dim=1)  # (B, 2, G, G)
-        x = torch.cat([observations["features"], masks], dim=1)  # (B, 256+2, G, G)
+        coordinates = self.coordinates.expand(masks.shape[0], -1, -1, -1)  # (B, 2, G, G)
+        x = torch.cat([observations["features"], masks, coordinates], dim=1)  # (B, 256+4, G, G)
         processed = self.processor(x)  # (B, C, G, G)
         clinical = observations["clinical"].flatten(1)  # (B, n_clinical)
         return torch.cat([processed.flatten(1), masks.flatten(1), clinical], dim=1)  # (B, features_dim)
@@ -129,7 +144,8 @@ class AttentionPolicy(MaskableActorCriticPolicy):
     """Two-head attention policy for MaskablePPO on Prostate-v0's sequential mode.
 
     :param hidden_channels: widths of the shared conv processor (seed: (512, 512)).
-    :param kernel_size: conv kernel of the processor.
+    :param kernel_size: conv kernel of the processor, one for all layers or one per layer
+        (e.g. ``[1, 3]``: a cheap 1x1 channel reduction, then 3x3 spatial context).
     :param value_hidden: width of the value MLP.
     Other arguments are MaskableActorCriticPolicy's (``net_arch`` is unused).
     """
@@ -140,7 +156,7 @@ class AttentionPolicy(MaskableActorCriticPolicy):
         action_space: spaces.Space,
         lr_schedule: Schedule,
         hidden_channels: Sequence[int] = (512, 512),
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] = 3,
         value_hidden: int = 256,
         **kwargs: Any,
     ) -> None:
@@ -151,7 +167,7 @@ class AttentionPolicy(MaskableActorCriticPolicy):
                 " use OneShotAttentionPolicy for the one-shot mode"
             )
         self.hidden_channels = tuple(int(c) for c in hidden_channels)
-        self.kernel_size = int(kernel_size)
+        self.kernel_size = int(kernel_size) if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
         self.value_hidden = int(value_hidden)
         kwargs["features_extractor_class"] = AttentionTrunk
         kwargs["features_extractor_kwargs"] = {"hidden_channels": self.hidden_channels, "kernel_size": self.kernel_size}
@@ -172,6 +188,103 @@ class AttentionPolicy(MaskableActorCriticPolicy):
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(hidden_channels=self.hidden_channels, kernel_size=self.kernel_size, value_hidden=self.value_hidden)
+        data.pop("features_extractor_class", None)
+        data.pop("features_extractor_kwargs", None)
+        return data
+
+
+# ------------------------------------------------------------------ one-shot mode
+
+
+class CellSetDistribution(PerRowTopKDistribution):
+    """k distinct cells at once (Gumbel-top-k, exact Plackett-Luce set log-probability),
+    with actions as cell indices (B, k) — the layout of the env's MultiDiscrete([G*G] * k).
+
+    A thin adapter over :class:`policies.distributions.PerRowTopKDistribution` with one
+    row (R = 1, C = G*G cells). Indices come out sorted ascending; a state with fewer
+    than k allowed cells repeats its last cell (the env collapses duplicates).
+    """
+
+    def proba_distribution(self, logits: torch.Tensor, mask: torch.Tensor) -> "CellSetDistribution":  # type: ignore[override]
+        """logits (B, C), mask (B, C) bool."""
+        super().proba_distribution(logits[:, None, :], mask[:, None, :])  # (B, 1, C) each
+        return self
+
+    def _to_indices(self, multi_hot: torch.Tensor) -> torch.Tensor:
+        selected = multi_hot[:, 0] > 0.5  # (B, C)
+        C = selected.shape[-1]
+        index = torch.arange(C, device=selected.device).expand_as(selected)  # (B, C)
+        chosen = torch.where(selected, index, C).sort(dim=-1).values[:, : self.k]  # (B, k), C = no cell
+        count = selected.sum(dim=-1, keepdim=True).clamp(min=1)  # (B, 1)
+        last = chosen.gather(1, count - 1).clamp(max=C - 1)  # (B, 1)
+        return torch.where(chosen < C, chosen, last)  # (B, k)
+
+    def _to_multi_hot(self, actions: torch.Tensor) -> torch.Tensor:
+        logits, _, _ = self._params()
+        multi_hot = torch.zeros(logits.shape[0], logits.shape[-1], dtype=torch.bool, device=logits.device)  # (B, C)
+        return multi_hot.scatter(1, actions.long(), True)[:, None, :]  # (B, 1, C)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """actions (B, k) cell indices -> (B,)."""
+        return super().log_prob(self._to_multi_hot(actions))
+
+    def sample(self) -> torch.Tensor:
+        return self._to_indices(super().sample())
+
+    def mode(self) -> torch.Tensor:
+        return self._to_indices(super().mode())
+
+
+class OneShotAttentionPolicy(ActorCriticPolicy):
+    """The two-head attention policy for PPO on Prostate-v0's one-shot mode
+    (``action_mode="one_shot"``, MultiDiscrete([G*G] * k)): the attention map's logits
+    parameterise Gumbel-top-k sampling of k distinct cells, scored with the exact set
+    log-probability. Same processor and heads as :class:`AttentionPolicy` (no STOP).
+    Masking is the head's own (prostate, from the observation), so plain PPO suffices.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        hidden_channels: Sequence[int] = (512, 512),
+        kernel_size: int | Sequence[int] = 3,
+        value_hidden: int = 256,
+        entropy_samples: int = 16,
+        **kwargs: Any,
+    ) -> None:
+        _, G = _grid_shape(observation_space)
+        if not isinstance(action_space, spaces.MultiDiscrete) or not np.all(action_space.nvec == G * G):
+            raise ValueError(f"OneShotAttentionPolicy needs MultiDiscrete([G*G] * k) actions for G={G}, got {action_space}")
+        self.hidden_channels = tuple(int(c) for c in hidden_channels)
+        self.kernel_size = int(kernel_size) if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
+        self.value_hidden = int(value_hidden)
+        self.entropy_samples = int(entropy_samples)
+        kwargs["features_extractor_class"] = AttentionTrunk
+        kwargs["features_extractor_kwargs"] = {"hidden_channels": self.hidden_channels, "kernel_size": self.kernel_size}
+        kwargs.setdefault("ortho_init", False)
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        trunk: AttentionTrunk = self.features_extractor  # type: ignore[assignment]
+        self.mlp_extractor = AttentionHeads(trunk.grid_size, trunk.out_channels, trunk.n_clinical, self.value_hidden, with_stop=False)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self._build_mlp_extractor()
+        self.action_dist = CellSetDistribution(k=len(self.action_space.nvec), entropy_samples=self.entropy_samples)  # type: ignore[attr-defined]
+        self.action_net = nn.Identity()
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> CellSetDistribution:  # type: ignore[override]
+        logits = self.action_net(latent_pi)  # (B, G*G), MASKED_LOGIT outside the allowed cells
+        return self.action_dist.proba_distribution(logits, logits > MASKED_LOGIT / 2)  # type: ignore[return-value]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(hidden_channels=self.hidden_channels, kernel_size=self.kernel_size,
+                    value_hidden=self.value_hidden, entropy_samples=self.entropy_samples)
         data.pop("features_extractor_class", None)
         data.pop("features_extractor_kwargs", None)
         return data

@@ -107,9 +107,10 @@ class ProstateEnv(gym.Env):
     0.7 (2(1 - |p - inv|) - 1) + 0.3 (2 q - 1), with p the core score, inv the
     involvement, q the class head's probability of the true csPCa label, and the csPCa
     bonus applied so that it never lowers a reward). Bounded in [-1, 2*bonus - 1] for
-    every mode but ``loss_based``. The final ``info`` holds ``core_score``,
+    every mode but ``loss_based``; with ``relative_reward`` the no-point reward of the
+    core is subtracted. The final ``info`` holds ``core_score``,
     ``involvement``, ``cls_prob`` (P(csPCa)), ``grade_group``, ``cspca``,
-    ``components``, ``base_reward``, ``n_points``, ``points`` ((row, col) pairs),
+    ``components``, ``base_reward``, ``absolute_reward``, ``n_points``, ``points`` ((row, col) pairs),
     ``core_id`` and ``case``.
 
     ## Starting State
@@ -134,6 +135,11 @@ class ProstateEnv(gym.Env):
       ``combined``, ``confidence_based``, ``roi_only``, ``classification_only``);
       ``heatmap_weight`` (0.7), ``cspca_threshold`` (2: GG >= 2 is csPCa),
       ``cspca_bonus`` (1.5), ``normalize_components`` (False).
+    * ``relative_reward`` (False): subtract the reward the decoder earns on the same
+      core with no point at all. The subtracted term does not depend on the actions,
+      so the optimal policy is unchanged, but most of the reward's variation across
+      cores (clinical risk, how easy the core is) cancels, which makes policy-gradient
+      training far less noisy. ``info["absolute_reward"]`` keeps the plain reward.
     * ``data_dir``: a ProstNFound-format cohort directory; None = the phantom cohort,
       configured by ``synthetic`` (a :class:`SyntheticCohortConfig` or a mapping of
       its fields).
@@ -164,6 +170,7 @@ class ProstateEnv(gym.Env):
         cspca_threshold: int = 2,
         cspca_bonus: float = 1.5,
         normalize_components: bool = False,
+        relative_reward: bool = False,
         data_dir: str | os.PathLike[str] | None = None,
         synthetic: SyntheticCohortConfig | Mapping[str, Any] | None = None,
         backbone: BackboneConfig | str = "small",
@@ -188,6 +195,7 @@ class ProstateEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.k, self.min_points, self.render_mode = k, min_points, render_mode
+        self.relative_reward = bool(relative_reward)
         self.device = torch.device(device)
         self.reward_config_kwargs = dict(
             mode=reward_mode, heatmap_weight=heatmap_weight, cspca_threshold=cspca_threshold,
@@ -389,35 +397,45 @@ class ProstateEnv(gym.Env):
 
     @torch.no_grad()
     def _score(self) -> tuple[float, dict[str, Any]]:
-        """Run the decoder on the chosen points; the reward and the final info."""
+        """Run the decoder on the chosen points (and, when the reward is relative, on no
+        points in the same batch); the reward and the final info."""
         record = self.records[self._case]
-        cells = torch.tensor([self._points], dtype=torch.long, device=self.device).reshape(1, -1)  # (1, K)
+        rows = 2 if self.relative_reward else 1
+        K = len(self._points)
+        cells = torch.tensor(self._points, dtype=torch.long, device=self.device).reshape(1, K).expand(rows, K)  # (rows, K)
+        valid = torch.zeros(rows, K, dtype=torch.bool, device=self.device)
+        valid[0] = True  # row 1, if any, is the same core without points
         out = self.decoder(
-            torch.from_numpy(self._features)[None].to(self.device),  # (1, 256, G, G)
+            torch.from_numpy(self._features)[None].to(self.device).expand(rows, -1, -1, -1),  # (rows, 256, G, G)
             cells,
-            torch.ones_like(cells, dtype=torch.bool),
-            torch.from_numpy(self._clinical[self._case])[None].to(self.device),  # (1, 4)
-            torch.from_numpy(self._clinical_present[self._case])[None].to(self.device),  # (1, 4)
+            valid,
+            torch.from_numpy(self._clinical[self._case])[None].to(self.device).expand(rows, -1),  # (rows, 4)
+            torch.from_numpy(self._clinical_present[self._case])[None].to(self.device).expand(rows, -1),  # (rows, 4)
         )
-        weights = torch.from_numpy(self._core_weights[self._case])[None].to(self.device)  # (1, 4G, 4G)
-        p = float(core_score(out.heatmap_logits, weights)[0])
-        cspca_prob = float(torch.softmax(out.class_logits, dim=-1)[0, 1])
+        weights = torch.from_numpy(self._core_weights[self._case])[None].to(self.device).expand(rows, -1, -1)  # (rows, 4G, 4G)
+        scores = core_score(out.heatmap_logits, weights).tolist()  # (rows,)
+        cspca_probs = torch.softmax(out.class_logits, dim=-1)[:, 1].tolist()  # (rows,)
         self._last_heatmap = torch.sigmoid(out.heatmap_logits[0, 0]).cpu().numpy()
-        breakdown = prostate_reward(self.reward_config, p, record.involvement, cspca_prob, record.grade_group)
-        G = self.grid_size
-        return breakdown.reward, {
-            "core_score": p,
+        breakdown = prostate_reward(self.reward_config, scores[0], record.involvement, cspca_probs[0], record.grade_group)
+        info: dict[str, Any] = {
+            "core_score": scores[0],
             "involvement": record.involvement,
-            "cls_prob": cspca_prob,
+            "cls_prob": cspca_probs[0],
             "grade_group": record.grade_group,
             "cspca": breakdown.cspca,
             "components": breakdown.components,
             "base_reward": breakdown.base_reward,
-            "n_points": len(self._points),
-            "points": [divmod(c, G) for c in self._points],
+            "absolute_reward": breakdown.reward,
+            "n_points": K,
+            "points": [divmod(c, self.grid_size) for c in self._points],
             "core_id": record.core_id,
             "case": self._case,
         }
+        if not self.relative_reward:
+            return breakdown.reward, info
+        without = prostate_reward(self.reward_config, scores[1], record.involvement, cspca_probs[1], record.grade_group)
+        info["no_point_reward"] = without.reward
+        return breakdown.reward - without.reward, info
 
 
 def _enum(cls: type[Enum], value: Any, name: str) -> Any:

@@ -321,3 +321,21 @@ def test_render_shows_the_image(env_kwargs: dict) -> None:
 def test_docstring_lists_every_option() -> None:
     for member in (*ActionMode, *MissingDecoder):
         assert f'"{member.value}"' in ProstateEnv.__doc__
+
+
+def test_relative_reward_subtracts_the_no_point_reward(env_kwargs: dict) -> None:
+    plain = gym.make("Prostate-v0", **env_kwargs).unwrapped
+    relative = gym.make("Prostate-v0", **env_kwargs, relative_reward=True).unwrapped
+    outcomes = []
+    for environment in (plain, relative):
+        environment.reset(options={"case": 2})
+        environment.step(int(np.flatnonzero(environment.action_masks()[:-1])[0]))
+        outcomes.append(environment.step(environment.stop_action)[1:])
+    (r_plain, *_, info_plain), (r_relative, *_, info_relative) = outcomes
+    assert info_relative["absolute_reward"] == pytest.approx(r_plain)
+    assert r_relative == pytest.approx(r_plain - info_relative["no_point_reward"], abs=1e-6)
+    none = gym.make("Prostate-v0", **env_kwargs, min_points=0, relative_reward=True).unwrapped
+    none.reset(options={"case": 2})
+    assert none.step(none.stop_action)[1] == pytest.approx(0.0, abs=1e-6)
+    for environment in (plain, relative, none):
+        environment.close()
