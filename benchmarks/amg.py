@@ -5,8 +5,9 @@ and every baseline: ``mean_reward`` (the env's reward: log of the reference solv
 work per digit over this one's), ``mean_pcg_iterations`` (to ||r|| < 1e-8 ||b||),
 ``mean_operator_complexity``, ``mean_work`` (operator complexity x PCG iterations:
 fine-level matvec equivalents of the solve), ``mean_work_per_digit``,
-``mean_setup_seconds`` (wall clock, pessimistic on a shared CPU) and ``n_failed``
-(failed solves, left out of the means).
+``mean_setup_seconds`` (PyAMG setup, wall clock, pessimistic on a shared CPU),
+``mean_policy_seconds`` (the agent's ``predict``, i.e. the cost of choosing C, not
+included in the setup) and ``n_failed`` (failed solves, left out of the means).
 
 Baselines (``baselines`` in the result):
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +61,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     summary["std_reward"] = float(np.std([r["reward"] for r in records]))
     for key in _METRICS[1:]:
         summary[f"mean_{key}"] = float(np.mean([r[key] for r in ok])) if ok else None
+    if all("policy_seconds" in r for r in records):
+        summary["mean_policy_seconds"] = float(np.mean([r["policy_seconds"] for r in records]))
     summary["n_failed"] = len(records) - len(ok)
     summary["n_episodes"] = len(records)
     return summary
@@ -102,12 +106,28 @@ def solver_baselines(env: AnisotropicAMGEnv, case: int) -> dict[str, dict[str, A
     return records
 
 
+class _TimedAgent:
+    """Forwards ``predict`` and accumulates its wall-clock time."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent, self.seconds = agent, 0.0
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.agent.predict(observation, state=state, episode_start=episode_start, deterministic=deterministic)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
 def _agent_record(agent: Agent, env: gym.Env, case: int, seed: int) -> dict[str, Any]:
     """One deterministic episode on ``case``; the reward is the env's own."""
-    episode = run_episode(agent, env, seed, deterministic=True, options={"case": case})
+    timed = _TimedAgent(agent)
+    episode = run_episode(timed, env, seed, deterministic=True, options={"case": case})
     record = {"reward": episode.episode_return, "solver_failed": episode.final_info["solver_failed"]}
     for key in _METRICS[1:]:
         record[key] = episode.final_info.get(key)
+    record["policy_seconds"] = timed.seconds
     return record
 
 
@@ -128,6 +148,7 @@ def _evaluate_grid(
     agents: dict[str, Agent] = {"random": AMGRandomKPerRowAgent(k, seed=seed), "direction": AMGDirectionAgent(k)}
     records: dict[str, list[dict[str, Any]]] = {"agent": [], **{name: [] for name in agents}}
     try:
+        agent.predict(env.reset(seed=seed)[0], deterministic=True)  # warm-up: keep one-off costs out of the timing
         for episode in range(n_episodes):
             case = episode % len(core.problems)
             for name, player in (("agent", agent), *agents.items()):
