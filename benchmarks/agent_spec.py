@@ -125,26 +125,6 @@ def _run_files(path: Path, spec: str) -> tuple[Path, Path]:
     raise UsageError(f"agent {spec!r}: no config.yml next to {str(model)!r}; was it written by python -m train?")
 
 
-def parse_agent_spec(text: str) -> AgentSpec:
-    """Parse one ``--agent`` value; a mistake raises :class:`UsageError` listing the valid forms."""
-    label, body = _split_label(text)
-    if body == "random":
-        return AgentSpec(text, label or "random", AgentKind.RANDOM)
-    if body.startswith(BASELINE_PREFIX):
-        name, _, kwargs_text = body[len(BASELINE_PREFIX):].partition(":")
-        if name not in baseline_names():
-            raise UsageError(f"unknown baseline {name!r} in agent {text!r}; choose one of: {', '.join(baseline_names())}")
-        kwargs = _parse_kwargs(kwargs_text, text)
-        _check_baseline_arguments(name, kwargs, text)
-        return AgentSpec(text, label or name, AgentKind.BASELINE, baseline=name, baseline_kwargs=kwargs)
-    path = Path(body)
-    if not path.exists():
-        raise UsageError(f"unknown agent spec {text!r} (no such file or dir); valid: {valid_specs()}")
-    model, config_path = _run_files(path, text)
-    config = RunConfig.from_yaml_dict(yaml.safe_load(config_path.read_text()))
-    return AgentSpec(text, label or config.algo, AgentKind.MODEL, model_path=model, run_config=config)
-
-
 _SUPPLIED = ("action_space", "seed")
 """Constructor arguments the harness fills in for a baseline."""
 
@@ -163,6 +143,29 @@ def _check_baseline_arguments(name: str, kwargs: dict[str, Any], spec: str) -> N
         raise UsageError(
             f"agent {spec!r}: {name} needs {', '.join(missing)}; pass them as baseline:{name}:{missing[0]}=VALUE,..."
         )
+
+
+def parse_agent_spec(text: str) -> AgentSpec:
+    """Parse one ``--agent`` value; a mistake raises :class:`UsageError` listing the valid forms."""
+    label, body = _split_label(text)
+    if body == "random":
+        return AgentSpec(text, label or "random", AgentKind.RANDOM)
+    if body.startswith(BASELINE_PREFIX):
+        name, _, kwargs_text = body[len(BASELINE_PREFIX):].partition(":")
+        if name not in baseline_names():
+            raise UsageError(f"unknown baseline {name!r} in agent {text!r}; choose one of: {', '.join(baseline_names())}")
+        kwargs = _parse_kwargs(kwargs_text, text)
+        _check_baseline_arguments(name, kwargs, text)
+        return AgentSpec(text, label or name, AgentKind.BASELINE, baseline=name, baseline_kwargs=kwargs)
+    path = Path(body)
+    if not path.exists():
+        raise UsageError(f"unknown agent spec {text!r} (no such file or dir); valid: {valid_specs()}")
+    model, config_path = _run_files(path, text)
+    try:
+        config = RunConfig.from_yaml_dict(yaml.safe_load(config_path.read_text()))
+    except (TypeError, ValueError, yaml.YAMLError) as err:
+        raise UsageError(f"agent {text!r}: {config_path} is not a python -m train config ({err})") from None
+    return AgentSpec(text, label or config.algo, AgentKind.MODEL, model_path=model, run_config=config)
 
 
 def _build_baseline(spec: AgentSpec, action_space: gym.Space, seed: int) -> Agent:

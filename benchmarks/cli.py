@@ -143,11 +143,14 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "bootstrap_seed": args.bootstrap_seed, "device": args.device, "warnings": warnings,
         "results": {
             env_id: {
-                r.label: {
-                    "spec": r.spec.text, "env_kwargs": r.env_kwargs, "env_wrapper": list(r.env_wrapper),
-                    "seeds": {str(seed): result for seed, result in r.results.items()},
-                }
-                for r in runs if r.env_id == env_id
+                label: [
+                    {
+                        "spec": r.spec.text, "env_kwargs": r.env_kwargs, "env_wrapper": list(r.env_wrapper),
+                        "seeds": {str(seed): result for seed, result in r.results.items()},
+                    }
+                    for r in runs if r.env_id == env_id and r.label == label
+                ]
+                for label in dict.fromkeys(r.label for r in runs if r.env_id == env_id)
             }
             for env_id in args.env_ids
         },
@@ -174,7 +177,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     data.update(
         normalisation=None if norm is None else {"low": norm.low, "high": norm.high, "best": norm.best},
         scores=scores,
-        scores_layout="(seeds, envs)",
+        scores_layout="(run dirs x seeds, envs), run dir major",
         aggregates={label: vars(e) for label, e in estimates.items()},
         plot=plot.name,
     )

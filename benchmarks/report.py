@@ -43,15 +43,16 @@ def evaluation_markdown(data: dict[str, Any]) -> str:
     normalised = data["normalisation"] is not None
     what = "normalised " + metric if normalised else metric
     lines += [
-        f"## {aggregate.upper()} of {what} over seeds x envs",
+        f"## {aggregate.upper()} of {what} over runs x envs",
         "",
-        f"{len(data['seeds'])} seeds ({' '.join(map(str, data['seeds']))}), {data['episodes']} test episodes each;"
+        f"Runs = run dirs x {len(data['seeds'])} seeds ({' '.join(map(str, data['seeds']))}),"
+        f" {data['episodes']} test episodes each;"
         f" {data['confidence']:.0%} stratified bootstrap CI, {data['reps']} reps, bootstrap seed {data['bootstrap_seed']}.",
         "",
     ]
     if normalised:
         lines += [
-            "Per env, 0 = the random agent's mean over seeds and 1 = the best agent's mean over seeds:",
+            "Per env, 0 = the random agent's mean over runs and 1 = the best agent's mean over runs:",
             "",
             "| env | random | best | best agent |",
             "|---|---|---|---|",
@@ -65,23 +66,26 @@ def evaluation_markdown(data: dict[str, Any]) -> str:
         lines.append(f"| {label} | {_number(e['point'])} | [{_number(e['low'])}, {_number(e['high'])}] |")
     lines += ["", f"![{aggregate}]({data['plot']})", ""]
     for env_id, by_label in data["results"].items():
-        lines += [f"## {env_id}", "", f"| agent | {metric} (mean ± sd over seeds) | per seed |", "|---|---|---|"]
-        for label, entry in by_label.items():
-            values = np.array([entry["seeds"][str(s)][metric] for s in data["seeds"]], dtype=float)
-            per_seed = ", ".join(_number(v) for v in values)
-            lines.append(f"| {label} | {_number(values.mean())} ± {_number(values.std())} | {per_seed} |")
-        every = [r for entry in by_label.values() for r in entry["seeds"].values()]
-        keys = _scalar_keys(every)
-        labels = list(by_label)
-        lines += ["", "Every scalar metric, mean over seeds:", "", f"| metric | {' | '.join(labels)} |",
-                  f"|---|{'---|' * len(labels)}"]
+        lines += [f"## {env_id}", "", f"| agent | run | {metric} (mean ± sd over seeds) | per seed |", "|---|---|---|---|"]
+        for label, entries in by_label.items():
+            for entry in entries:
+                values = np.array([entry["seeds"][str(s)][metric] for s in data["seeds"]], dtype=float)
+                per_seed = ", ".join(_number(v) for v in values)
+                lines.append(
+                    f"| {label} | `{entry['spec']}` | {_number(values.mean())} ± {_number(values.std())} | {per_seed} |"
+                )
+        results = {label: [r for entry in entries for r in entry["seeds"].values()] for label, entries in by_label.items()}
+        keys = _scalar_keys([r for rs in results.values() for r in rs])
+        lines += ["", "Every scalar metric, mean over runs:", "", f"| metric | {' | '.join(results)} |",
+                  f"|---|{'---|' * len(results)}"]
         for key in keys:
-            cells = [_number(float(np.mean([r[key] for r in by_label[label]["seeds"].values()]))) for label in labels]
+            cells = [_number(float(np.mean([r[key] for r in rs]))) for rs in results.values()]
             lines.append(f"| {key} | {' | '.join(cells)} |")
-        for label, entry in by_label.items():
-            lines.append("")
-            lines.append(f"`{label}`: spec `{entry['spec']}`, env kwargs `{entry['env_kwargs']}`,"
-                         f" wrapper `{entry['env_wrapper'] or 'none'}`.")
+        lines.append("")
+        for label, entries in by_label.items():
+            for entry in entries:
+                lines.append(f"- `{label}` = `{entry['spec']}`: env kwargs `{entry['env_kwargs']}`,"
+                             f" wrapper `{entry['env_wrapper'] or 'none'}`")
         lines.append("")
     if data["warnings"]:
         lines += ["## Warnings", "", *[f"- {w}" for w in data["warnings"]], ""]

@@ -2,9 +2,12 @@
 
 Each (agent, env, seed) is one call of :func:`benchmarks.evaluation.evaluate` (the env
 family's evaluator, on the test split). The chosen metric of every call fills one
-``(runs=seeds, tasks=envs)`` array per agent, which :mod:`benchmarks.aggregate`
-summarises. Across several envs, scores are first normalised per env so that the
-random agent scores 0 and the best agent (highest mean over seeds) scores 1: raw
+``(runs, tasks=envs)`` array per agent, which :mod:`benchmarks.aggregate` summarises.
+The runs of an agent are its evaluation seeds, times its training runs when several
+run dirs share one label on an env (``ppo=runs/ppo/X_1 ppo=runs/ppo/X_2``): a trained
+policy is usually deterministic, so most of its spread comes from training seeds, which
+only independent run dirs show. Across several envs, scores are first normalised per env so that the
+random agent scores 0 and the best agent (highest mean over runs) scores 1: raw
 rewards of different envs have unrelated scales, and rliable's aggregates assume
 comparable tasks.
 """
@@ -49,9 +52,9 @@ class Normalisation:
     """Per-env reference scores: ``(score - low) / (high - low)``."""
 
     low: np.ndarray
-    """(envs,) mean over seeds of the random agent."""
+    """(envs,) mean over runs of the random agent."""
     high: np.ndarray
-    """(envs,) highest mean over seeds of any agent."""
+    """(envs,) highest mean over runs of any agent."""
     best: list[str]
     """(envs,) label of the agent that set ``high``."""
 
@@ -70,7 +73,8 @@ def check_env_ids(env_ids: list[str]) -> None:
 def plan_runs(
     env_ids: list[str], specs: list[AgentSpec], env_kwargs: dict[str, dict[str, Any]]
 ) -> list[AgentRun]:
-    """Which agent runs where, with which env kwargs; every label must cover every env.
+    """Which agent runs where, with which env kwargs; every label must cover every env,
+    with as many run dirs on each (one for random and baselines).
 
     ``env_kwargs[env_id]`` (from ``--env-kwargs``) applies to every agent on that env
     and wins over a model's own run settings.
@@ -88,7 +92,8 @@ def plan_runs(
         for spec in specs:
             if not spec.runs_on(env_id):
                 continue
-            if any(r.label == spec.label and r.env_id == env_id for r in runs):
+            clash = [r for r in runs if r.label == spec.label and r.env_id == env_id]
+            if clash and (spec.kind is not AgentKind.MODEL or clash[0].spec.kind is not AgentKind.MODEL):
                 raise UsageError(
                     f"two agents named {spec.label!r} on {env_id}; name them apart with LABEL=SPEC"
                     f" (e.g. {spec.label}2={spec.text})"
@@ -102,6 +107,9 @@ def plan_runs(
                 f"agent {label!r} has nothing to run on {', '.join(missing)}; every agent needs every env"
                 f" (give a run dir per env under one label, e.g. {label}=runs/.../{missing[0]}_1)"
             )
+        counts = {e: sum(r.label == label and r.env_id == e for r in runs) for e in env_ids}
+        if len(set(counts.values())) > 1:
+            raise UsageError(f"agent {label!r} needs as many run dirs on every env, got {counts}")
     return runs
 
 
@@ -155,7 +163,7 @@ def play_runs(runs: list[AgentRun], seeds: list[int], episodes: int, device: str
 
 
 def raw_scores(runs: list[AgentRun], env_ids: list[str], seeds: list[int], metric: str) -> dict[str, np.ndarray]:
-    """Label -> ``(seeds, envs)`` array of ``metric``."""
+    """Label -> ``(run dirs x seeds, envs)`` array of ``metric`` (run dir major)."""
     for run in runs:
         for seed, result in run.results.items():
             value = result.get(metric)
@@ -164,16 +172,18 @@ def raw_scores(runs: list[AgentRun], env_ids: list[str], seeds: list[int], metri
                 raise UsageError(
                     f"--metric {metric!r} is not a number in the {run.env_id} results; numeric keys: {', '.join(numeric)}"
                 )
-    labels = list(dict.fromkeys(r.label for r in runs))
-    scores = {label: np.zeros((len(seeds), len(env_ids))) for label in labels}
-    for run in runs:
-        column = env_ids.index(run.env_id)
-        scores[run.label][:, column] = [float(run.results[s][metric]) for s in seeds]
+    scores = {}
+    for label in dict.fromkeys(r.label for r in runs):
+        columns = [
+            [float(r.results[s][metric]) for r in runs if r.label == label and r.env_id == env_id for s in seeds]
+            for env_id in env_ids
+        ]
+        scores[label] = np.array(columns).T  # (run dirs * seeds, envs)
     return scores
 
 
 def normalisation(scores: dict[str, np.ndarray], env_ids: list[str], runs: list[AgentRun]) -> Normalisation:
-    """Random agent -> 0, best agent (by mean over seeds) -> 1, per env (see module doc)."""
+    """Random agent -> 0, best agent (by mean over runs) -> 1, per env (see module doc)."""
     random_label = next(r.label for r in runs if r.spec.kind is AgentKind.RANDOM)
     labels = list(scores)
     means = np.stack([scores[label].mean(axis=0) for label in labels])  # (agents, envs)

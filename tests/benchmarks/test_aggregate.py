@@ -70,3 +70,8 @@ def test_normalisation_maps_reference_scores_to_zero_and_one() -> None:
     np.testing.assert_allclose(normalised["best"].mean(axis=0), [1.0, 1.0])
     with pytest.raises(ValueError, match="cannot normalise scores on b"):
         normalise_scores(scores, low=np.array([2.0, 20.0]), high=np.array([5.0, 20.0]), task_names=["a", "b"])
+
+
+def test_the_docstring_lists_every_aggregate() -> None:
+    for member in Aggregate:
+        assert f"``{member.value}``" in Aggregate.__doc__

@@ -8,24 +8,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.agent_spec import parse_agent_spec
 from benchmarks.cli import main
+from benchmarks.suite import kwargs_mismatches, plan_runs
 from train.cli import main as train_main
 
 TINY_ENV = ["--env-kwargs", "n_synthetic=20"]  # 7 test patients; the run below trains on the same cohort
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _train_tiny(path: Path, seed: int) -> Path:
     """A PPO run dir trained for 256 steps (seconds), as python -m train writes it."""
-    path = tmp_path_factory.mktemp("runs") / "ppo_hydrogel"
     argv = [
         "ppo", "--env", "Hydrogel-v0", "--total-timesteps", "256", "--n-envs", "4", "--eval-episodes", "1",
-        "--hyperparams", "n_steps=32", "batch_size=64", "n_epochs=1", "env_kwargs.n_synthetic=20",
-        "policy_kwargs.net_arch=[16,16]", "--run-dir", str(path),
+        "--seed", str(seed), "--hyperparams", "n_steps=32", "batch_size=64", "n_epochs=1",
+        "env_kwargs.n_synthetic=20", "policy_kwargs.net_arch=[16,16]", "--run-dir", str(path),
     ]
     assert train_main(argv) == 0
     return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_tiny(tmp_path_factory.mktemp("runs") / "ppo_hydrogel_0", seed=0)
+
+
+@pytest.fixture(scope="module")
+def second_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train_tiny(tmp_path_factory.mktemp("runs") / "ppo_hydrogel_1", seed=1)
 
 
 def test_random_against_a_trained_model(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -36,7 +46,7 @@ def test_random_against_a_trained_model(run_dir: Path, tmp_path: Path, capsys: p
     data = json.loads((out / "results.json").read_text())
     assert data["command"] == "python -m benchmarks " + " ".join(argv)
     assert {"python", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy"} <= set(data["versions"])
-    by_label = data["results"]["Hydrogel-v0"]
+    by_label = {label: entries[0] for label, entries in data["results"]["Hydrogel-v0"].items()}
     assert list(by_label) == ["random", "tiny"]
     assert by_label["tiny"]["env_wrapper"] == ["envs.hydrogel.wrappers:HybridBoxAction"]
     assert by_label["tiny"]["env_kwargs"] == by_label["random"]["env_kwargs"] == {"n_synthetic": 20}
@@ -63,11 +73,11 @@ def test_several_envs_are_normalised_between_random_and_best(tmp_path: Path) -> 
             "--env-kwargs", "n_synthetic=20", "HydrogelSearch-v0.horizon=2", "--out", str(out)]
     assert main(argv) == 0
     data = json.loads((out / "results.json").read_text())
-    assert data["results"]["HydrogelSearch-v0"]["random"]["env_kwargs"] == {"n_synthetic": 20, "horizon": 2}
+    assert data["results"]["HydrogelSearch-v0"]["random"][0]["env_kwargs"] == {"n_synthetic": 20, "horizon": 2}
     norm = data["normalisation"]
     for column, env_id in enumerate(data["envs"]):
-        raw = {label: np.mean([r["mean_reward"] for r in entry["seeds"].values()])
-               for label, entry in data["results"][env_id].items()}
+        raw = {label: np.mean([r["mean_reward"] for r in entries[0]["seeds"].values()])
+               for label, entries in data["results"][env_id].items()}
         assert norm["low"][column] == pytest.approx(raw["random"])
         assert norm["high"][column] == pytest.approx(max(raw.values()))
         normalised = {label: np.mean(np.array(s)[:, column]) for label, s in data["scores"].items()}
@@ -75,12 +85,23 @@ def test_several_envs_are_normalised_between_random_and_best(tmp_path: Path) -> 
         assert normalised[norm["best"][column]] == pytest.approx(1.0)
 
 
-def test_mismatched_env_kwargs_are_warned_about(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    argv = ["evaluate", "--env", "Hydrogel-v0", "--agent", "random", "--agent", str(run_dir),
-            "--seeds", "0", "--episodes", "1", "--reps", "10", "--out", str(tmp_path)]
+def test_run_dirs_under_one_label_are_runs_of_one_agent(run_dir: Path, second_run_dir: Path, tmp_path: Path) -> None:
+    argv = ["evaluate", "--env", "Hydrogel-v0", "--agent", f"ppo={run_dir}", "--agent", f"ppo={second_run_dir}",
+            "--seeds", "0", "1", "--episodes", "2", "--reps", "100", *TINY_ENV, "--out", str(tmp_path)]
     assert main(argv) == 0
-    assert "different env kwargs" in capsys.readouterr().err
-    assert json.loads((tmp_path / "results.json").read_text())["warnings"]
+    data = json.loads((tmp_path / "results.json").read_text())
+    entries = data["results"]["Hydrogel-v0"]["ppo"]
+    assert [e["spec"] for e in entries] == [f"ppo={run_dir}", f"ppo={second_run_dir}"]
+    expected = [e["seeds"][s]["mean_reward"] for e in entries for s in ("0", "1")]  # run dir major
+    np.testing.assert_allclose(np.array(data["scores"]["ppo"])[:, 0], expected)
+
+
+def test_mismatched_env_kwargs_are_warned_about(run_dir: Path) -> None:
+    specs = [parse_agent_spec("random"), parse_agent_spec(str(run_dir))]
+    runs = plan_runs(["Hydrogel-v0"], specs, {})
+    [message] = kwargs_mismatches(runs)
+    assert "random: {}" in message and "ppo: {'n_synthetic': 20}" in message and "--env-kwargs" in message
+    assert kwargs_mismatches(plan_runs(["Hydrogel-v0"], specs, {"Hydrogel-v0": {"n_synthetic": 20}})) == []
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cli import main
-from benchmarks.throughput import measure_throughput
+from benchmarks.throughput import Backend, measure_throughput
 from train.config import UsageError
 
 
@@ -49,3 +49,10 @@ def test_bad_settings_are_named(kwargs: dict, message: str) -> None:
     arguments = {"env_id": "Hydrogel-v0", "num_envs": [1], "steps": 1, **kwargs}
     with pytest.raises(UsageError, match=message):
         measure_throughput(**arguments)
+
+
+def test_the_module_docstring_describes_every_backend() -> None:
+    import benchmarks.throughput as module
+
+    for backend in Backend:
+        assert f"``{backend.value}``" in module.__doc__
