@@ -190,3 +190,21 @@ def test_timings_only_on_request() -> None:
     env.reset(seed=0)
     info = env.step(np.ones(env.action_space.n, np.int8))[4]
     assert info["setup_seconds"] > 0 and info["baseline_setup_seconds"] > 0
+
+
+def test_evaluator_reports_agent_and_baselines() -> None:
+    from agents.baselines import AMGDirectionAgent
+    from benchmarks.amg import evaluate
+
+    result = evaluate(AMGDirectionAgent(4), "AnisotropicAMG-v0", env_kwargs={"grid_size": SMALL}, n_episodes=2, seed=0)
+    keys = {"mean_reward", "std_reward", "n_episodes", "mean_pcg_iterations", "mean_operator_complexity",
+            "mean_work", "mean_setup_seconds"}
+    assert keys <= set(result)
+    assert {"symmetric", "symmetric_0.25", "evolution", "evolution_finest_level", "random", "direction"} == set(
+        result["baselines"]
+    )
+    for summary in result["baselines"].values():
+        assert keys <= set(summary)
+    assert result["baselines"]["symmetric"]["mean_reward"] == 0.0  # the reference solver itself
+    assert result["mean_reward"] == pytest.approx(result["baselines"]["direction"]["mean_reward"])  # same agent
+    assert result["mean_work"] == pytest.approx(result["baselines"]["direction"]["mean_work"])
