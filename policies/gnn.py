@@ -374,11 +374,15 @@ class GNNEdgePolicy(ActorCriticPolicy):
             raise ValueError(
                 f"distribution must be one of {[d.value for d in SelectionDistribution]}, got {distribution!r}"
             ) from None
+        try:
+            backbone = Backbone(backbone)
+        except ValueError:
+            raise ValueError(f"backbone must be one of {[b.value for b in Backbone]}, got {backbone!r}") from None
         BasePolicy.__init__(
             self, observation_space, action_space, optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs or {}
         )
         self.k, self.distribution = k, distribution
-        self.backbone, self.hidden_dim, self.n_layers, self.heads = Backbone(backbone), hidden_dim, n_layers, heads
+        self.backbone, self.hidden_dim, self.n_layers, self.heads = backbone, hidden_dim, n_layers, heads
         self.entropy_samples, self.entropy_rows = entropy_samples, entropy_rows
         self.temperature = temperature
         self.use_sde, self.share_features_extractor, self.dist_kwargs = False, True, None

@@ -11,7 +11,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import envs  # noqa: F401
 from policies.distributions import topk_set_log_prob
-from policies.gnn import Backbone, EdgeScorer, GNNEdgePolicy, batch_graphs, row_layout
+from policies.gnn import Backbone, EdgeScorer, GNNEdgePolicy, SelectionDistribution, batch_graphs, row_layout
 
 GRID = 6
 
@@ -123,3 +123,16 @@ def test_ppo_trains_with_the_gnn_policy() -> None:
     obs = venv.reset()
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (2, venv.action_space.n)
+
+
+def test_invalid_policy_kwargs_raise_and_enum_docs_are_complete() -> None:
+    env = _env()
+    with pytest.raises(ValueError, match="backbone"):
+        _policy(env, backbone="gin")
+    with pytest.raises(ValueError, match="k "):
+        _policy(env, k=0)
+    with pytest.raises(ValueError, match="temperature"):
+        _policy(env, temperature=0.0)
+    for enum in (Backbone, SelectionDistribution):
+        for member in enum:
+            assert f"``{member.value}``" in enum.__doc__
