@@ -63,6 +63,7 @@ def test_actions_select_exactly_k_edges_per_row() -> None:
     policy = _policy(env, k=3)
     obs, _ = env.reset(seed=0)
     rows = obs["edge_index"][0]
+    assert np.all(rows != obs["edge_index"][1])  # no diagonal entry is a candidate
     for deterministic in (True, False):
         action, _ = policy.predict(obs, deterministic=deterministic)
         assert action.shape == (env.action_space.n,) and env.action_space.contains(action)
