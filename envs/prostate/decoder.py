@@ -77,8 +77,9 @@ class DecoderConfig:
     """G, side of the feature grid."""
     img_size: int
     """Encoder input side in pixels (the frame point prompts live in)."""
-    transformer_depth: int = 2
-    mlp_dim: int = 512
+    transformer_depth: int = 1
+    """Two-way transformer blocks (SAM uses 2)."""
+    mlp_dim: int = 256
     """Hidden width of the two-way transformer's MLPs (SAM uses 2048)."""
     num_heads: int = 8
     class_hidden: int = 128
@@ -318,10 +319,11 @@ def binary_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 class DecoderTrainingConfig:
     """How the reward model is built and trained (``train/hyperparams/pretrain.yml``)."""
 
-    epochs: int = 40
+    epochs: int = 10
     """Passes over the train split; each pass draws fresh random points per core."""
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
+    """Peak learning rate of the one-cycle schedule (AdamW)."""
     weight_decay: float = 0.01
     max_points: int = 3
     """Random points per core are drawn uniformly from 1..max_points."""
@@ -337,11 +339,13 @@ class DecoderTrainingConfig:
     cspca_threshold: int = 2
     """Grade group from which a core counts as clinically significant (class head target)."""
     grad_clip: float = 1.0
-    transformer_depth: int = 2
-    mlp_dim: int = 512
+    transformer_depth: int = 1
+    """Two-way transformer blocks (SAM: 2; one keeps CPU pre-training to minutes)."""
+    mlp_dim: int = 256
+    """Transformer MLP width (SAM: 2048)."""
     class_hidden: int = 128
     glimpse_radius: float | None = 1.5
-    val_repeats: int = 3
+    val_repeats: int = 2
     """Random point sets per validation core when measuring AUROC."""
     seed: int = 0
     threads: int | None = None

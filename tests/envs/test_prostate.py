@@ -19,6 +19,8 @@ from segment_anything.modeling import PromptEncoder
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs  # noqa: F401  (registers the ids)
+from agents.baselines import ProstateCenterAgent
+from benchmarks.prostate import evaluate, sensitivity_at_specificity
 import envs.prostate.backbone as backbone_module
 from envs.prostate.backbone import tiny_backbone
 from envs.prostate.data import CohortError, ProstateCohort
@@ -339,3 +341,28 @@ def test_relative_reward_subtracts_the_no_point_reward(env_kwargs: dict) -> None
     assert none.step(none.stop_action)[1] == pytest.approx(0.0, abs=1e-6)
     for environment in (plain, relative, none):
         environment.close()
+
+
+def test_sensitivity_at_specificity_picks_the_best_admissible_threshold() -> None:
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.35, 0.5, 0.6, 0.05])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=bool)
+    # t = 0.35: negatives below 3/4 (specificity 0.75), positives at or above 3/4
+    assert sensitivity_at_specificity(scores, labels, 0.75) == pytest.approx(0.75)
+    assert sensitivity_at_specificity(scores, labels, 0.4) == pytest.approx(0.75)  # t = 0.3 gives spec 0.5, sens 0.75
+    assert sensitivity_at_specificity(scores, labels, 0.0) == pytest.approx(1.0)
+
+
+def test_evaluator_reports_metrics_and_baselines_on_the_test_split(env_kwargs: dict) -> None:
+    environment = gym.make("Prostate-v0", **env_kwargs)
+    agent = ProstateCenterAgent(environment.action_space)
+    environment.close()
+    result = evaluate(agent, "Prostate-v0", env_kwargs={**env_kwargs, "relative_reward": True}, n_episodes=1, seed=0)
+    keys = ("mean_reward", "std_reward", "n_episodes", "core_auroc", "sensitivity_at_40_specificity", "balanced_accuracy")
+    for key in keys:
+        assert key in result
+    assert set(result["baselines"]) == {"none", "random", "center"}
+    assert result["baselines"]["none"]["mean_points"] == 0.0
+    assert result["baselines"]["random"]["mean_points"] == 3.0
+    assert result["n_episodes"] == result["test_cores"]
+    # the evaluator reports plain rewards: the center agent matches the center baseline
+    assert result["mean_reward"] == pytest.approx(result["baselines"]["center"]["mean_reward"])
