@@ -51,6 +51,7 @@ __all__ = [
     "load_sam_state_dict",
     "preprocess_bmode",
     "ensure_features",
+    "tiny_backbone",
 ]
 
 CHECKPOINT_ENV_VAR = "SCIENCEGYM_SAM_CHECKPOINT"

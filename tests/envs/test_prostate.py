@@ -366,3 +366,20 @@ def test_evaluator_reports_metrics_and_baselines_on_the_test_split(env_kwargs: d
     assert result["n_episodes"] == result["test_cores"]
     # the evaluator reports plain rewards: the center agent matches the center baseline
     assert result["mean_reward"] == pytest.approx(result["baselines"]["center"]["mean_reward"])
+
+
+def test_normalised_components_use_the_statistics_recorded_at_pretraining(env_kwargs: dict) -> None:
+    env = gym.make("Prostate-v0", **env_kwargs, normalize_components=True).unwrapped
+    stats = env.reward_config.component_stats["combined"]
+    env.reset(options={"case": 0})
+    env.step(int(np.flatnonzero(env.action_masks()[:-1])[0]))
+    _, reward, _, _, info = env.step(env.stop_action)
+    expected = sum(
+        weight * (info["components"][name] - stats[name][0]) / stats[name][1]
+        for name, weight in (("heatmap", 0.7), ("classification", 0.3))
+    )
+    if info["cspca"]:
+        assert reward >= expected - 1e-9
+    else:
+        assert reward == pytest.approx(expected)
+    env.close()
