@@ -185,7 +185,7 @@ def train_run(config: RunConfig, run_dir: Path) -> RunResult:
             policy_kwargs=config.policy_kwargs or None,
             **algo_kwargs,
         )
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, FileNotFoundError) as err:  # bad hyperparameter, missing checkpoint
         env.close()
         raise UsageError(f"cannot build {config.algo} for {config.env_id}: {err}") from err
     model.set_logger(_logger(run_dir, segment=None))

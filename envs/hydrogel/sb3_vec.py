@@ -35,6 +35,7 @@ class HydrogelSB3VecEnv(VecEnv):
         observation_space = spaces.Box(-OBSERVATION_LIMIT, OBSERVATION_LIMIT, (OBSERVATION_SIZE,), np.float32)
         low = np.concatenate([[0.0], FORMULATION_LOW, [0.0]]).astype(np.float32)
         high = np.concatenate([[N_POLYMERS - 1], FORMULATION_HIGH, [N_COVERAGE - 1]]).astype(np.float32)
+        self.render_mode = None
         super().__init__(num_envs, observation_space, spaces.Box(low, high, (6,), np.float32))
         self._actions: np.ndarray | None = None
 
@@ -85,14 +86,14 @@ class HydrogelSB3VecEnv(VecEnv):
         self._actions = None
         obs_np, final_np = obs.cpu().numpy(), info["final_obs"].cpu().numpy()
         done = (terminated | truncated).cpu().numpy()
-        truncated_np = truncated.cpu().numpy()
-        scalars = {k: info[k].detach().cpu().numpy() for k in _INFO_KEYS if k in info}
+        time_limit = (truncated & ~terminated).cpu().tolist()
+        scalars = {k: info[k].detach().cpu().tolist() for k in _INFO_KEYS if k in info}  # one copy per key
         infos: list[dict[str, Any]] = []
         for i in range(self.num_envs):
-            entry = {k: v[i].item() for k, v in scalars.items()}
+            entry = {k: v[i] for k, v in scalars.items()}
             if done[i]:
                 entry["terminal_observation"] = final_np[i]
-                entry["TimeLimit.truncated"] = bool(truncated_np[i] and not terminated[i])
+                entry["TimeLimit.truncated"] = time_limit[i]
             infos.append(entry)
         return obs_np, reward.cpu().numpy(), done, infos
 
