@@ -107,7 +107,8 @@ class HydrogelSB3VecEnv(VecEnv):
         return [indices] if isinstance(indices, int) else list(indices)
 
     def get_attr(self, attr_name: str, indices: None | int | Iterable[int] = None) -> list[Any]:
-        return [getattr(self.batch, attr_name) for _ in self._indices(indices)]
+        owner = self.batch if hasattr(self.batch, attr_name) else self  # e.g. render_mode lives here
+        return [getattr(owner, attr_name) for _ in self._indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: None | int | Iterable[int] = None) -> None:
         setattr(self.batch, attr_name, value)
