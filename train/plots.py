@@ -36,15 +36,7 @@ def plot_learning_curve(
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, returns, ".", ms=2, alpha=0.15, label="episode return")
     ax.plot(steps[window - 1:], smoothed, lw=2, label=f"mean of {window} episodes")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("episode return")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    return _save(fig, ax, title, out_path)
 
 
 def _plot_progress(progress: pd.DataFrame, out_path: Path, title: str) -> Path:
@@ -52,6 +44,11 @@ def _plot_progress(progress: pd.DataFrame, out_path: Path, title: str) -> Path:
     rows = progress.dropna(subset=["rollout/ep_rew_mean", "time/total_timesteps"])
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(rows["time/total_timesteps"], rows["rollout/ep_rew_mean"], lw=2, label="mean episode return (rollout)")
+    return _save(fig, ax, title, out_path)
+
+
+def _save(fig: plt.Figure, ax: plt.Axes, title: str, out_path: Path) -> Path:
+    """Shared axes labels and styling, then write the PNG."""
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
     ax.set_title(title)

@@ -19,7 +19,6 @@ from envs.hydrogel.library import (
     POLYMERS,
     Coverage,
 )
-from envs.hydrogel.outcome import Assessment
 from envs.hydrogel.problem import OBSERVATION_LIMIT, OBSERVATION_SIZE, DesignProblem, as_numpy_info
 
 __all__ = ["HydrogelEnv", "HydrogelSearchEnv"]
@@ -149,7 +148,8 @@ class HydrogelEnv(gym.Env):
         )
         self._tried.add(polymer)
         score = float(assessment.design_score[0])
-        reward = self._reward(assessment, score)
+        best = torch.tensor([self._best_score], device=device)
+        reward = float(self.problem.episode_reward(assessment, best, self.horizon)[0])
         self._best_score = score if np.isnan(self._best_score) else max(self._best_score, score)
         self._step += 1
         info = as_numpy_info(self.problem.info_arrays(assessment, index), 0)
@@ -164,10 +164,6 @@ class HydrogelEnv(gym.Env):
             best_design_score=self._best_score,
         )
         return self._observation(), reward, self._step >= self.horizon, False, info
-
-    def _reward(self, assessment: Assessment, score: float) -> float:
-        """Single-step episodes: the composite reward itself."""
-        return float(assessment.reward[0])
 
     # ------------------------------------------------------------------ helpers
     def _parse_action(self, action: Mapping[str, Any]) -> tuple[int, np.ndarray, int]:
@@ -227,7 +223,3 @@ class HydrogelSearchEnv(HydrogelEnv):
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
         super().__init__(**kwargs)
         self.horizon = horizon
-
-    def _reward(self, assessment: Assessment, score: float) -> float:
-        improvement = score if np.isnan(self._best_score) else max(0.0, score - self._best_score)
-        return improvement + float(assessment.components["novelty_bonus"][0])

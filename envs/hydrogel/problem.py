@@ -115,6 +115,18 @@ class DesignProblem:
             weights=self.weights, noise_std=self.noise_std, generator=generator,
         )
 
+    @staticmethod
+    def episode_reward(assessment: Assessment, best_score: Tensor, horizon: int) -> Tensor:
+        """Reward of B designs (B,). Single-step episodes (``horizon == 1``): the composite
+        reward. Search episodes: the first design's score, then the improvement of the best
+        score ``max(0, score - best)``, plus the novelty bonus. ``best_score`` (B,) is NaN
+        before the first design."""
+        if horizon == 1:
+            return assessment.reward
+        score = assessment.design_score
+        improvement = torch.where(torch.isnan(best_score), score, (score - best_score).clamp(min=0.0))
+        return improvement + assessment.components["novelty_bonus"]
+
     def regret(self, patient_index: Tensor, design_score: Tensor) -> Tensor | None:
         """``(best - score) / |best|`` per design (B,), or None without an oracle."""
         if self.best_achievable is None:

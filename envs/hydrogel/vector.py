@@ -96,13 +96,8 @@ class HydrogelBatch:
         novel = ~self.tried[rows, polymer]  # (N,)
         assessment = self.problem.assess(self.patient_index, polymer, formulation, coverage, novel, self.generator)
         score = assessment.design_score  # (N,)
-        first = torch.isnan(self.best_score)
-        if self.horizon == 1:
-            reward = assessment.reward
-        else:  # HydrogelSearch-v0: improvement of the best score, plus the novelty bonus
-            improvement = torch.where(first, score, (score - self.best_score).clamp(min=0.0))
-            reward = improvement + assessment.components["novelty_bonus"]
-        self.best_score = torch.where(first, score, torch.maximum(self.best_score, score))
+        reward = self.problem.episode_reward(assessment, self.best_score, self.horizon)
+        self.best_score = torch.where(torch.isnan(self.best_score), score, torch.maximum(self.best_score, score))
         self.tried[rows, polymer] = True
         self.step_count += 1
         info = self.problem.info_arrays(assessment, self.patient_index)

@@ -75,7 +75,7 @@ def test_sb3_clipping_never_changes_the_discrete_slots() -> None:
     env = HybridBoxAction(gym.make("Hydrogel-v0", **SMALL))
     model = PPO(HybridActorCriticPolicy, env, n_steps=64, batch_size=32, seed=0)
     obs, _ = env.reset(seed=0)
-    raw, _ = model.policy(torch.as_tensor(obs)[None])[0], None
+    raw = model.policy(torch.as_tensor(obs)[None])[0]
     clipped, _ = model.predict(obs, deterministic=False)
     for slot in (0, 5):
         assert clipped[slot] == np.round(clipped[slot])
