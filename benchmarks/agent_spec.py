@@ -28,7 +28,7 @@ import gymnasium as gym
 import yaml
 
 import agents.baselines
-from benchmarks.evaluation import Agent
+from agents.evaluation import Agent
 from train.algorithms import algorithm_spec
 from train.config import RunConfig, UsageError
 

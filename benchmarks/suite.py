@@ -1,6 +1,6 @@
 """Evaluate several agents on several envs over several seeds, and turn that into scores.
 
-Each (agent, env, seed) is one call of :func:`benchmarks.evaluation.evaluate` (the env
+Each (agent, env, seed) is one call of :func:`agents.evaluation.evaluate` (the env
 family's evaluator, on the test split). The chosen metric of every call fills one
 ``(runs, tasks=envs)`` array per agent, which :mod:`benchmarks.aggregate` summarises.
 The runs of an agent are its evaluation seeds, times its training runs when several
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 import envs
 from benchmarks.agent_spec import AgentKind, AgentSpec, build_agent
-from benchmarks.evaluation import Agent, evaluate
+from agents.evaluation import Agent, evaluate
 from train.config import UsageError
 from train.runner import build_wrapper
 

@@ -37,11 +37,11 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from tqdm.auto import tqdm
 
 import envs
-from train.config import UsageError, import_target
-from train.runner import TORCH_VEC_ENVS
+from envs.spec import import_target
+from train.config import UsageError
 
 __all__ = [
-    "Backend", "PAIRS", "Measurement", "Ratio", "SB3_WRAPPERS", "TimingPlan", "as_json", "measure_throughput",
+    "Backend", "PAIRS", "Measurement", "Ratio", "TimingPlan", "as_json", "measure_throughput",
     "throughput_envs",
 ]
 
@@ -60,14 +60,6 @@ PAIRS: tuple[tuple[Backend, Backend], ...] = (
     (Backend.SB3_TORCH, Backend.SB3_DUMMY),
 )
 """(batched, per-env loop) pairs whose steps/s ratio is reported."""
-
-SB3_WRAPPERS: dict[str, str] = {
-    "Hydrogel-v0": "envs.hydrogel.wrappers:HybridBoxAction",
-    "HydrogelSearch-v0": "envs.hydrogel.wrappers:HybridBoxAction",
-}
-"""The SB3-facing wrapper of each single env with an SB3 torch adapter in
-``train.runner.TORCH_VEC_ENVS`` (the adapter has that wrapper's action layout)."""
-
 
 @dataclass(frozen=True)
 class Measurement:
@@ -128,9 +120,10 @@ def _build(backend: Backend, env_id: str, n: int, device: str, env_kwargs: dict[
         actions = [venv.action_space.sample() for _ in range(pool)]
         return _Stepper(venv, actions, lambda v, a: v.step(a))
     if backend is Backend.SB3_TORCH:
-        venv: VecEnv = import_target(TORCH_VEC_ENVS[env_id], "vec_env")(env_id, n, 0, {**env_kwargs, "device": device})
+        factory = import_target(envs.entry(env_id).sb3_vec_env, "vec_env", UsageError)
+        venv: VecEnv = factory(env_id, n, 0, {**env_kwargs, "device": device})
     else:
-        wrapper = import_target(SB3_WRAPPERS[env_id], "env_wrapper")
+        wrapper = import_target(envs.entry(env_id).sb3_wrapper, "env_wrapper", UsageError)
         venv = DummyVecEnv([lambda: wrapper(gym.make(env_id, **env_kwargs)) for _ in range(n)])
         venv.seed(0)
     venv.reset()
@@ -198,7 +191,8 @@ def measure_throughput(
     if not num_envs or any(not isinstance(n, int) or n < 1 for n in num_envs):
         raise UsageError(f"--num-envs must be integers >= 1, got {num_envs!r}")
     plan = TimingPlan(steps, repeats, warmup, min_seconds, device, dict(env_kwargs or {}))
-    has_sb3 = env_id in TORCH_VEC_ENVS and env_id in SB3_WRAPPERS
+    row = envs.entry(env_id)
+    has_sb3 = row.sb3_vec_env is not None and row.sb3_wrapper is not None  # the adapter has the wrapper's action layout
     pairs = [pair for pair in PAIRS if Backend.SB3_TORCH not in pair or has_sb3]
     measurements: list[Measurement] = []
     ratios: list[Ratio] = []

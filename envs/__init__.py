@@ -1,35 +1,117 @@
 """ScienceGym environments. Importing this package registers every env id.
 
-Registration is cheap: entry points are strings, so no torch model, data set or
-solver is built until ``gym.make`` is called.
+Registration is cheap: every part of an env is named by import string, so no torch
+model, data set or solver is built until ``gym.make`` is called.
+
+Each id has one :class:`~envs.spec.EnvEntry` in :data:`ENTRIES`: its entry points, its
+SB3-facing forms, its pre-training, how it is evaluated (metrics, test cases) and the
+reference agents every score is reported next to. Other layers read :func:`entry`.
 
 >>> import gymnasium as gym, envs
 >>> env = gym.make("Hydrogel-v0")
+>>> envs.entry("Hydrogel-v0").evaluation.metrics
+'envs.hydrogel.metrics:summarise'
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS"]
+from envs.spec import CaseSchedule, EnvEntry, EvalProtocol, ReferenceAgent
 
-_REGISTRY: dict[str, dict] = {
-    "Hydrogel-v0": dict(
-        entry_point="envs.hydrogel.env:HydrogelEnv",
-        vector_entry_point="envs.hydrogel.vector:HydrogelVectorEnv",
+__all__ = ["ENTRIES", "ENV_IDS", "entry"]
+
+_RANDOM = ReferenceAgent("random", "agents.baselines.common:random_agent")
+
+_HYDROGEL = dict(
+    evaluation=EvalProtocol(metrics="envs.hydrogel.metrics:summarise", default_episodes=43,
+                            extras="envs.hydrogel.metrics:cohort_facts"),
+    reference_agents=(_RANDOM,),
+    sb3_wrapper="envs.hydrogel.wrappers:HybridBoxAction",
+    sb3_vec_env="envs.hydrogel.sb3_vec:make_sb3_vec_env",
+)
+
+_SEQUENTIAL = {"action_mode": "sequential"}
+
+_TAXONOMY = dict(
+    evaluation=EvalProtocol(
+        metrics="envs.taxonomy.metrics:summarise", schedule=CaseSchedule.SAMPLE,
+        extras="agents.baselines.taxonomy:threshold_references",
     ),
-    "HydrogelSearch-v0": dict(
-        entry_point="envs.hydrogel.env:HydrogelSearchEnv",
-        vector_entry_point="envs.hydrogel.vector:HydrogelSearchVectorEnv",
-    ),
-    "Prostate-v0": dict(entry_point="envs.prostate.env:ProstateEnv"),
-    "AnisotropicAMG-v0": dict(entry_point="envs.amg.env:AnisotropicAMGEnv"),
-    "Taxonomy-v0": dict(entry_point="envs.taxonomy.env:TaxonomyEnv"),
-    "TaxonomyMultitask-v0": dict(entry_point="envs.taxonomy.env:TaxonomyMultitaskEnv"),
+    reference_agents=(_RANDOM,),
+    pretrain="train.pretrain_taxonomy:pretrain",
+)
+
+ENTRIES: dict[str, EnvEntry] = {
+    e.id: e
+    for e in (
+        EnvEntry(
+            "Hydrogel-v0", "envs.hydrogel.env:HydrogelEnv",
+            vector_entry_point="envs.hydrogel.vector:HydrogelVectorEnv",
+            summary="one hydrogel design (polymer, formulation, coverage) per post-infarction patient",
+            **_HYDROGEL,
+        ),
+        EnvEntry(
+            "HydrogelSearch-v0", "envs.hydrogel.env:HydrogelSearchEnv",
+            vector_entry_point="envs.hydrogel.vector:HydrogelSearchVectorEnv",
+            summary="`horizon` hydrogel designs per patient; the best one counts",
+            **_HYDROGEL,
+        ),
+        EnvEntry(
+            "Prostate-v0", "envs.prostate.env:ProstateEnv",
+            evaluation=EvalProtocol(
+                metrics="envs.prostate.metrics:summarise", schedule=CaseSchedule.PASSES,
+                test_kwargs={"split": "test", "relative_reward": False},
+                extras="envs.prostate.metrics:cohort_facts",
+            ),
+            reference_agents=(
+                ReferenceAgent("none", "agents.baselines.prostate:stop_agent",
+                               env_kwargs={**_SEQUENTIAL, "min_points": 0}, passes=1),
+                ReferenceAgent("random", "agents.baselines.prostate:random_cell_agent",
+                               env_kwargs=_SEQUENTIAL, min_passes=3),
+                ReferenceAgent("center", "agents.baselines.prostate:center_agent", env_kwargs=_SEQUENTIAL, passes=1),
+            ),
+            pretrain="train.pretrain_prostate:pretrain",
+            summary="attention points on a MedSAM feature grid; a SAM decoder scores the cancer heatmap",
+        ),
+        EnvEntry(
+            "AnisotropicAMG-v0", "envs.amg.env:AnisotropicAMGEnv",
+            evaluation=EvalProtocol(
+                metrics="envs.amg.metrics:summarise", default_episodes=20, warm_up=True,
+                test_kwargs={"split": "test", "report_timings": True},
+                extras="agents.baselines.amg:solver_references",
+                transfer=("transfer_grid_sizes", "grid_size"),
+            ),
+            reference_agents=(
+                ReferenceAgent("random", "agents.baselines.amg:random_k_per_row_agent"),
+                ReferenceAgent("direction", "agents.baselines.amg:direction_agent"),
+            ),
+            summary="strong edges (strength of connection) for PyAMG smoothed aggregation",
+        ),
+        EnvEntry(
+            "Taxonomy-v0", "envs.taxonomy.env:TaxonomyEnv",
+            summary="a taxon rank by rank, or abstain",
+            **_TAXONOMY,
+        ),
+        EnvEntry(
+            "TaxonomyMultitask-v0", "envs.taxonomy.env:TaxonomyMultitaskEnv",
+            summary="a class or abstention for every rank in one step",
+            **_TAXONOMY,
+        ),
+    )
 }
 
-ENV_IDS: tuple[str, ...] = tuple(_REGISTRY)
+ENV_IDS: tuple[str, ...] = tuple(ENTRIES)
 
-for _env_id, _spec in _REGISTRY.items():
-    if _env_id not in gym.registry:
-        gym.register(id=_env_id, **_spec)
+
+def entry(env_id: str) -> EnvEntry:
+    """The row of ``env_id``; the error lists every ScienceGym id."""
+    try:
+        return ENTRIES[env_id]
+    except KeyError:
+        raise ValueError(f"{env_id!r} is not a ScienceGym env; choose one of: {', '.join(ENV_IDS)}") from None
+
+
+for _entry in ENTRIES.values():
+    if _entry.id not in gym.registry:
+        gym.register(**_entry.gym_kwargs())

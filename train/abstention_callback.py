@@ -4,7 +4,7 @@ The source evaluated on its training env and so consumed training samples; this
 callback builds a separate env (same id and kwargs as the training env, validation
 split) and replays the same validation cases at every evaluation, so curves compare
 like with like. It logs ``eval/mean_reward`` and, per rank,
-``eval/<metric>/<rank>`` for the metrics of :func:`benchmarks.taxonomy.abstention_metrics`
+``eval/<metric>/<rank>`` for the metrics of :func:`envs.taxonomy.metrics.abstention_metrics`
 to every SB3 output (TensorBoard, CSV).
 
 In ``train/hyperparams/<algo>.yml``::
@@ -21,7 +21,8 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from benchmarks.taxonomy import play
+from agents.evaluation import play
+from envs.taxonomy.metrics import summarise
 
 __all__ = ["AbstentionMetricsCallback"]
 
@@ -69,7 +70,8 @@ class AbstentionMetricsCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, Any]:
         """Play the fixed cases now and record the metrics; returns them too."""
-        summary = play(self.model, self.eval_env, self._cases, self.seed, self.eval_env.unwrapped.tree.ranks)
+        episodes = [(int(case), self.seed + k) for k, case in enumerate(self._cases)]
+        summary = summarise(play(self.model, self.eval_env, episodes))
         self.logger.record("eval/mean_reward", summary["mean_reward"])
         for rank, metrics in summary["per_rank"].items():
             for name, value in metrics.items():

@@ -2,8 +2,8 @@
 
 Some envs need a trained model before RL makes sense: Prostate-v0's SAM decoder
 (the reward model) and Taxonomy's Phase 1 classifier (the policy's starting point).
-Each is a function registered here by env id as ``"module:function"`` with the
-signature::
+Each is named by the env's row (``envs.entry(env_id).pretrain``, ``"module:function"``)
+with the signature::
 
     pretrain(env_id: str, run_dir: pathlib.Path, seed: int, device: str,
              hyperparams: dict[str, Any], env_kwargs: dict[str, Any]) -> dict[str, Any]
@@ -17,25 +17,20 @@ to ``run_dir/eval.json``.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PRETRAINERS", "pretrainer"]
+import envs
+from envs.spec import import_target
+from train.config import UsageError
 
-PRETRAINERS: dict[str, str] = {
-    "Taxonomy-v0": "train.pretrain_taxonomy:pretrain",
-    "TaxonomyMultitask-v0": "train.pretrain_taxonomy:pretrain",
-    "Prostate-v0": "train.pretrain_prostate:pretrain",
-}
+__all__ = ["pretrainer"]
 
 
 def pretrainer(env_id: str) -> Callable[..., dict[str, Any]]:
-    """The pre-training function for ``env_id``; the error lists the envs that have one."""
-    try:
-        target = PRETRAINERS[env_id]
-    except KeyError:
-        valid = ", ".join(sorted(PRETRAINERS)) or "(none yet)"
-        raise ValueError(f"no pre-training for env {env_id!r}; envs with one: {valid}") from None
-    module_name, _, fn_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), fn_name)
+    """The pre-training function of ``env_id``; the error lists the envs that have one."""
+    row = envs.ENTRIES.get(env_id)
+    if row is None or row.pretrain is None:
+        valid = ", ".join(sorted(e.id for e in envs.ENTRIES.values() if e.pretrain is not None)) or "(none yet)"
+        raise ValueError(f"no pre-training for env {env_id!r}; envs with one: {valid}")
+    return import_target(row.pretrain, f"pre-training of {env_id}", UsageError)

@@ -31,14 +31,16 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
-from benchmarks.evaluation import evaluate
+import envs
+from agents.evaluation import evaluate
+from envs.spec import import_target
 from train.algorithms import algorithm_spec
 from train.checkpointing import RNGCheckpointCallback, latest_checkpoint, restore_rng
-from train.config import RunConfig, UsageError, import_target
+from train.config import RunConfig, UsageError
 from train.plots import plot_learning_curve
 from train.schedules import parse_schedule
 
-__all__ = ["RunResult", "TORCH_VEC_ENVS", "new_run_dir", "build_wrapper", "train_run", "resume_run"]
+__all__ = ["RunResult", "new_run_dir", "build_wrapper", "train_run", "resume_run"]
 
 RunResult = dict[str, Any]
 
@@ -57,7 +59,7 @@ def build_wrapper(targets: tuple[str, ...]) -> Callable[[gym.Env], gym.Env] | No
     """One callable applying every ``module:Class`` wrapper, innermost first."""
     if not targets:
         return None
-    classes = [import_target(t, "env_wrapper") for t in targets]
+    classes = [import_target(t, "env_wrapper", UsageError) for t in targets]
 
     def wrap(env: gym.Env) -> gym.Env:
         for wrapper_class in classes:
@@ -67,21 +69,18 @@ def build_wrapper(targets: tuple[str, ...]) -> Callable[[gym.Env], gym.Env] | No
     return wrap
 
 
-TORCH_VEC_ENVS: dict[str, str] = {
-    "Hydrogel-v0": "envs.hydrogel.sb3_vec:make_sb3_vec_env",
-    "HydrogelSearch-v0": "envs.hydrogel.sb3_vec:make_sb3_vec_env",
-}
-"""Env ids with a batched torch VecEnv for SB3 (``vec_env: torch``): factories
-``(env_id, n_envs, seed, env_kwargs) -> VecEnv`` already in the SB3-facing form."""
+def _torch_vec_env_factory(env_id: str) -> Callable[..., VecEnv]:
+    """The env's batched SB3 VecEnv factory (its row's ``sb3_vec_env``), for ``vec_env: torch``."""
+    row = envs.ENTRIES.get(env_id)
+    if row is None or row.sb3_vec_env is None:
+        with_one = [e.id for e in envs.ENTRIES.values() if e.sb3_vec_env is not None]
+        raise UsageError(f"vec_env 'torch' is not available for {env_id}; envs with it: {', '.join(with_one)}")
+    return import_target(row.sb3_vec_env, "vec_env", UsageError)
 
 
 def _build_env(config: RunConfig, run_dir: Path, seed: int | None, resuming: bool) -> VecEnv:
     if config.vec_env == "torch":
-        if config.env_id not in TORCH_VEC_ENVS:
-            raise UsageError(
-                f"vec_env 'torch' is not available for {config.env_id}; envs with it: {', '.join(TORCH_VEC_ENVS)}"
-            )
-        factory = import_target(TORCH_VEC_ENVS[config.env_id], "vec_env")
+        factory = _torch_vec_env_factory(config.env_id)
         venv = factory(config.env_id, config.n_envs, seed, dict(config.env_kwargs))
         (run_dir / "monitor").mkdir(exist_ok=True)
         monitor_file = run_dir / "monitor" / ("resumed" if resuming else "0")
@@ -99,7 +98,7 @@ def _build_env(config: RunConfig, run_dir: Path, seed: int | None, resuming: boo
 
 
 def _resolve_policy(policy: str) -> Any:
-    return import_target(policy, "policy") if ":" in policy else policy
+    return import_target(policy, "policy", UsageError) if ":" in policy else policy
 
 
 def _logger(run_dir: Path, segment: str | None) -> Logger:
@@ -111,7 +110,7 @@ def _logger(run_dir: Path, segment: str | None) -> Logger:
 
 def _callbacks(config: RunConfig, run_dir: Path) -> tuple[RNGCheckpointCallback, CallbackList]:
     checkpoint = RNGCheckpointCallback(run_dir / "checkpoints", config.checkpoint_freq)
-    extra: list[BaseCallback] = [import_target(t, "callbacks")() for t in config.callbacks]
+    extra: list[BaseCallback] = [import_target(t, "callbacks", UsageError)() for t in config.callbacks]
     return checkpoint, CallbackList([checkpoint, *extra])
 
 

@@ -1,4 +1,5 @@
-"""`import envs` registers every id, cheaply; ids resolve without an explicit import."""
+"""`import envs` registers every id, cheaply; ids resolve without an explicit import; every
+id has a complete row (what to build, how to score it, what to compare it with)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import subprocess
 import sys
 
 import gymnasium as gym
+import pytest
 
 import envs
+from envs.spec import import_target
 
 
 def test_every_id_is_registered_with_an_importable_entry_point() -> None:
@@ -31,3 +34,24 @@ def test_import_is_cheap_and_module_prefix_works_without_import() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     code = "import gymnasium as gym\nenv = gym.make('envs:Hydrogel-v0', n_synthetic=20)\nenv.reset(seed=0)\n"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+@pytest.mark.parametrize("env_id", envs.ENV_IDS)
+def test_every_id_has_a_complete_row(env_id: str) -> None:
+    row = envs.entry(env_id)
+    assert row.id == env_id and gym.spec(env_id).entry_point == row.entry_point
+    assert callable(import_target(row.evaluation.metrics, "metrics"))
+    assert row.evaluation.default_episodes >= 1 and row.evaluation.test_kwargs["split"] == "test"
+    assert row.reference_agents and "random" in {ref.name for ref in row.reference_agents}
+    names = [ref.name for ref in row.reference_agents]
+    assert len(names) == len(set(names)), names
+    for target in [ref.factory for ref in row.reference_agents] + [
+        t for t in (row.evaluation.extras, row.sb3_wrapper, row.sb3_vec_env, row.pretrain, row.vector_entry_point) if t
+    ]:
+        assert callable(import_target(target, env_id)), target
+    assert row.summary
+
+
+def test_unknown_id_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="Hydrogel-v0"):
+        envs.entry("Hydrogle-v0")

@@ -17,7 +17,7 @@ from envs.taxonomy.data import Split
 from policies.linnaeus import LinnaeusPolicy
 from policies.phase1 import default_phase1_checkpoint, load_phase1
 from train.abstention_callback import AbstentionMetricsCallback
-from train.pretrain import PRETRAINERS, pretrainer
+from train.pretrain import pretrainer
 from train.pretrain_taxonomy import Phase1TrainConfig, _rank_loss
 
 TINY = {"n_samples": 240, "min_species_count": 0, "seed": 1}
@@ -33,7 +33,7 @@ def test_phase1_loss_ignores_null_labels() -> None:
 
 
 def test_pretrain_writes_the_default_checkpoint_and_reports_per_rank_accuracy(tmp_path: Path) -> None:
-    assert PRETRAINERS["Taxonomy-v0"] == PRETRAINERS["TaxonomyMultitask-v0"]
+    assert envs.entry("Taxonomy-v0").pretrain == envs.entry("TaxonomyMultitask-v0").pretrain is not None
     cache = tmp_path / "cache"
     metrics = pretrainer("Taxonomy-v0")(
         "Taxonomy-v0", tmp_path / "run", 0, "cpu", {"epochs": 1, "channels": [4, 8]},

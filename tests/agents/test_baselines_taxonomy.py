@@ -11,10 +11,11 @@ import torch as th
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.env_util import make_vec_env
 
-import envs  # noqa: F401
+import envs
 from agents.baselines import RandomAgent, TaxonomyThresholdAgent
-from benchmarks.evaluation import EVALUATORS, evaluate
-from benchmarks.taxonomy import abstention_metrics, play, score_predictions, threshold_predictions, tune_thresholds
+from agents.baselines.taxonomy import score_predictions, threshold_predictions, tune_thresholds
+from agents.evaluation import evaluate, play
+from envs.taxonomy.metrics import abstention_metrics, summarise
 from policies.linnaeus import LinnaeusPolicy
 from policies.phase1 import Phase1Classifier, Phase1Config, class_probabilities, save_phase1
 from rewards.taxonomy import AbstentionOutcome, SimpleAbstentionReward
@@ -68,7 +69,7 @@ def test_batched_threshold_scoring_equals_playing_the_agent(phase1, env_id: str,
     # sits on the threshold (single-image and batched forward passes round differently)
     thresholds = np.array([np.sort(p.max(axis=1))[len(p) // 2 - 1 : len(p) // 2 + 1].mean() for p in probs])
     cases = np.arange(base.n_cases)
-    played = play(TaxonomyThresholdAgent(model, thresholds), env, cases, 0, base.tree.ranks)
+    played = summarise(play(TaxonomyThresholdAgent(model, thresholds), env, [(int(c), int(c)) for c in cases]))
     predictions = threshold_predictions(probs, thresholds, base.tree if hierarchy else None)
     returns, outcomes = score_predictions(predictions, base.data.labels, base.reward_fn)
     assert played["mean_reward"] == pytest.approx(returns.mean())
@@ -92,7 +93,7 @@ def test_tune_thresholds_learns_to_abstain_on_unsure_null_ranks() -> None:
 
 def test_evaluator_reports_metrics_and_baselines_on_the_same_keys(phase1, tmp_path: Path) -> None:
     _, path = phase1
-    assert EVALUATORS["Taxonomy-v0"] == EVALUATORS["TaxonomyMultitask-v0"] == "benchmarks.taxonomy:evaluate"
+    assert envs.entry("Taxonomy-v0").evaluation == envs.entry("TaxonomyMultitask-v0").evaluation
     venv = make_vec_env("Taxonomy-v0", n_envs=1, seed=0, env_kwargs={"synthetic": TINY})
     model = MaskablePPO(LinnaeusPolicy, venv, n_steps=16, batch_size=16, seed=0,
                         policy_kwargs={"phase1_checkpoint": str(path)})
