@@ -239,9 +239,10 @@ class Reinforce(BaseAlgorithm):
     """REINFORCE (Monte Carlo policy gradient) with an EMA baseline, for any SB3 policy
     exposing ``get_distribution(obs)`` and an ``optimizer`` (e.g. :class:`policies.gnn.GNNEdgePolicy`).
 
-    Constructor arguments are the fields of :class:`ReinforceConfig` plus SB3's
-    (``learning_rate`` float or schedule, ``policy_kwargs``, ``stats_window_size``,
-    ``tensorboard_log``, ``verbose``, ``seed``, ``device``). One "epoch" in the logs is
+    Constructor arguments are SB3's (``learning_rate`` float or schedule, then keyword
+    only ``policy_kwargs``, ``stats_window_size``, ``tensorboard_log``, ``verbose``,
+    ``seed``, ``device``) plus every field of :class:`ReinforceConfig` as a keyword
+    argument (``config_class``; the defaults live there only). One "epoch" in the logs is
     one update; it records ``train/mean_return`` (the batch's mean episode return) and
     ``train/entropy`` (mean per-row policy entropy, nats) among others.
 
@@ -256,23 +257,15 @@ class Reinforce(BaseAlgorithm):
         "MlpPolicy": ActorCriticPolicy,
         "MultiInputPolicy": MultiInputActorCriticPolicy,
     }
+    config_class = ReinforceConfig
+    """The hyperparameters ``**hyperparams`` takes (``train.config`` validates against its fields)."""
 
     def __init__(
         self,
         policy: str | type[BasePolicy],
         env: GymEnv | str,
         learning_rate: float | Schedule = 1e-3,
-        episodes_per_update: int = 16,
-        group_size: int = 1,
-        minibatch_size: int = 8,
-        entropy_coef: float = 0.01,
-        baseline_momentum: float = 0.9,
-        normalize_advantage: bool = True,
-        max_grad_norm: float | None = 1.0,
-        gamma: float = 1.0,
-        temperature_start: float = 1.0,
-        temperature_end: float = 1.0,
-        temperature_fraction: float = 1.0,
+        *,
         policy_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -280,6 +273,7 @@ class Reinforce(BaseAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        **hyperparams: Any,
     ) -> None:
         super().__init__(
             policy=policy,
@@ -294,19 +288,7 @@ class Reinforce(BaseAlgorithm):
             seed=seed,
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
-        self.config = ReinforceConfig(
-            episodes_per_update=episodes_per_update,
-            group_size=group_size,
-            minibatch_size=minibatch_size,
-            entropy_coef=entropy_coef,
-            baseline_momentum=baseline_momentum,
-            normalize_advantage=normalize_advantage,
-            max_grad_norm=max_grad_norm,
-            gamma=gamma,
-            temperature_start=temperature_start,
-            temperature_end=temperature_end,
-            temperature_fraction=temperature_fraction,
-        )
+        self.config = self.config_class(**hyperparams)
         self.baseline = EmaBaseline(self.config.baseline_momentum)
         self._n_updates = 0
         self._pending: list[list[Step]] | None = None

@@ -219,42 +219,39 @@ def _torch_env(env: VecEnv) -> TorchVecEnv:
 
 
 class VecPPO(BaseAlgorithm):
-    """PPO with the rollout on device. Hyperparameters: :class:`VecPPOConfig` fields."""
+    """PPO with the rollout on device.
+
+    Constructor arguments are SB3's (``learning_rate`` float or schedule, then keyword
+    only ``policy_kwargs``, ``tensorboard_log``, ``verbose``, ``seed``, ``device``) plus
+    every field of :class:`VecPPOConfig` as a keyword argument (``config_class``; the
+    defaults live there only).
+    """
 
     policy: ActorCriticPolicy
+    config_class = VecPPOConfig
+    """The hyperparameters ``**hyperparams`` takes (``train.config`` validates against its fields)."""
 
     def __init__(
         self,
         policy: str | type[ActorCriticPolicy],
         env: GymEnv | str | None,
         learning_rate: float | Schedule = 3e-4,
-        n_steps: int = 32,
-        batch_size: int = 4096,
-        n_epochs: int = 10,
-        gamma: float = 0.99,
-        gae_lambda: float = 0.95,
-        clip_range: float = 0.2,
-        ent_coef: float = 0.0,
-        vf_coef: float = 0.5,
-        max_grad_norm: float = 0.5,
-        normalize_advantage: bool = True,
+        *,
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        **hyperparams: Any,
     ) -> None:
         super().__init__(
             policy, env, learning_rate, policy_kwargs=policy_kwargs, tensorboard_log=tensorboard_log,
             verbose=verbose, device=device, seed=seed, support_multi_env=True, monitor_wrapper=False,
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
-        self.config = VecPPOConfig(
-            n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, gamma=gamma, gae_lambda=gae_lambda,
-            clip_range=clip_range, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
-            normalize_advantage=normalize_advantage,
-        )
+        self.config = self.config_class(**hyperparams)
+        batch_size = self.config.batch_size
         if self.env is not None and self.config.rollout_size(self.n_envs) % batch_size != 0:
             raise ValueError(
                 f"batch_size ({batch_size}) must divide n_steps x n_envs ({self.config.rollout_size(self.n_envs)})"

@@ -26,6 +26,8 @@ import numpy as np
 from rliable import metrics
 from scipy import stats
 
+from rewards.choices import parse_choice
+
 __all__ = ["Aggregate", "IntervalEstimate", "interval_estimates", "normalise_scores"]
 
 
@@ -101,10 +103,7 @@ def interval_estimates(
         agent name -> :class:`IntervalEstimate`. A percentile interval usually but not
         always contains the point estimate (with very few, skewed runs it may not).
     """
-    try:
-        aggregate = Aggregate(aggregate)
-    except ValueError:
-        raise ValueError(f"aggregate must be one of {[a.value for a in Aggregate]}, got {aggregate!r}") from None
+    aggregate = parse_choice(Aggregate, aggregate, "aggregate")
     if not isinstance(reps, int) or reps < 1:
         raise ValueError(f"reps must be an integer >= 1, got {reps!r}")
     if not 0.0 < confidence < 1.0:

@@ -35,6 +35,7 @@ from torch_geometric.nn import GATConv, GCNConv, SAGEConv, global_max_pool, glob
 from torch_geometric.utils import scatter
 
 from policies.distributions import PerRowBernoulliDistribution, PerRowTopKDistribution
+from rewards.choices import parse_choice
 
 __all__ = [
     "OBSERVATION_KEYS",
@@ -190,16 +191,12 @@ class EdgeScorer(nn.Module):
                                  ("n_layers", n_layers, 0), ("heads", heads, 1)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        try:
-            backbone = Backbone(backbone)
-        except ValueError:
-            raise ValueError(f"backbone must be one of {[b.value for b in Backbone]}, got {backbone!r}") from None
-        self.backbone = backbone
+        self.backbone = parse_choice(Backbone, backbone, "backbone")
         self.node_encoder = nn.Sequential(nn.Linear(node_dim, hidden_dim), nn.ReLU())
         self.edge_encoder = nn.Sequential(
             nn.Linear(edge_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU()
         )
-        self.convs = nn.ModuleList(_conv(backbone, hidden_dim, heads) for _ in range(n_layers))
+        self.convs = nn.ModuleList(_conv(self.backbone, hidden_dim, heads) for _ in range(n_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_dim) for _ in range(n_layers))
         self.edge_head = nn.Sequential(nn.Linear(3 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
         nn.init.normal_(self.edge_head[-1].weight, std=1e-3)  # near-uniform selection at start
@@ -368,16 +365,8 @@ class GNNEdgePolicy(ActorCriticPolicy):
             raise ValueError("use_sde=True is not supported: the edge selection is discrete")
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k (edges per row) must be an integer >= 1, got {k!r}")
-        try:
-            distribution = SelectionDistribution(distribution)
-        except ValueError:
-            raise ValueError(
-                f"distribution must be one of {[d.value for d in SelectionDistribution]}, got {distribution!r}"
-            ) from None
-        try:
-            backbone = Backbone(backbone)
-        except ValueError:
-            raise ValueError(f"backbone must be one of {[b.value for b in Backbone]}, got {backbone!r}") from None
+        distribution = parse_choice(SelectionDistribution, distribution, "distribution")
+        backbone = parse_choice(Backbone, backbone, "backbone")
         BasePolicy.__init__(
             self, observation_space, action_space, optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs or {}
         )

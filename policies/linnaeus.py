@@ -39,12 +39,11 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from policies.distributions import MASKED_LOGIT
 from policies.phase1 import PRETRAIN_COMMAND, default_phase1_checkpoint, load_phase1
+from rewards.choices import parse_choice
 
 __all__ = ["FinetuneStrategy", "LinnaeusPolicy"]
-
-IMPOSSIBLE_LOGIT = -1e8
-"""Logit of actions that exist in no state (null class, padding); sb3-contrib masks with the same value."""
 
 
 class FinetuneStrategy(str, Enum):
@@ -99,12 +98,7 @@ class LinnaeusPolicy(MaskableActorCriticPolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        try:
-            finetune = FinetuneStrategy(finetune)
-        except ValueError:
-            raise ValueError(
-                f"finetune must be one of {[s.value for s in FinetuneStrategy]}, got {finetune!r}"
-            ) from None
+        finetune = parse_choice(FinetuneStrategy, finetune, "finetune")
         if finetune is FinetuneStrategy.LAST_N_BLOCKS and n_unfrozen_blocks is None:
             raise ValueError("finetune='last_n_blocks' needs n_unfrozen_blocks (an int >= 1)")
         if finetune is not FinetuneStrategy.LAST_N_BLOCKS and n_unfrozen_blocks is not None:
@@ -211,10 +205,10 @@ class LinnaeusPolicy(MaskableActorCriticPolicy):
         class_logits = []
         stats = []
         for logits in rank_logits:
-            # the null class is never a prediction; an impossible logit keeps the
+            # the null class is never a prediction; a masked logit keeps the
             # distribution sane even when a caller passes no mask
             logits = logits.clone()
-            logits[:, 0] = IMPOSSIBLE_LOGIT  # (B, n_r)
+            logits[:, 0] = MASKED_LOGIT  # (B, n_r)
             class_logits.append(logits)
             logp = th.log_softmax(logits[:, 1:], dim=1).detach()  # (B, K_r)
             entropy = -(logp.exp() * logp).sum(dim=1) / max(math.log(logp.shape[1]), 1e-6)  # (B,)
@@ -226,8 +220,8 @@ class LinnaeusPolicy(MaskableActorCriticPolicy):
             rank = obs["rank"].argmax(dim=1)  # (B,)
             padded = th.full(
                 (images.shape[0], len(self.num_classes), self.action_space.n - 1),
-                IMPOSSIBLE_LOGIT, device=images.device, dtype=features.dtype,
-            )  # (B, R, max_c)
+                MASKED_LOGIT, device=images.device, dtype=features.dtype,
+            )  # (B, R, max_c): classes that exist at no rank (padding) stay masked
             for r, logits in enumerate(class_logits):
                 padded[:, r, : logits.shape[1]] = logits
             rows = th.arange(images.shape[0], device=images.device)

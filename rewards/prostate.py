@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from rewards.choices import parse_choice
+
 __all__ = [
     "PROB_EPS",
     "RewardMode",
@@ -90,10 +92,7 @@ class RewardConfig:
     """mode value -> component name -> (mean, std); required when normalising."""
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "mode", RewardMode(self.mode))
-        except ValueError:
-            raise ValueError(f"reward mode must be one of {[m.value for m in RewardMode]}, got {self.mode!r}") from None
+        object.__setattr__(self, "mode", parse_choice(RewardMode, self.mode, "reward mode"))
         if not 0.0 <= self.heatmap_weight <= 1.0:
             raise ValueError(f"heatmap_weight must be in [0, 1], got {self.heatmap_weight}")
         if not (isinstance(self.cspca_threshold, int) and 1 <= self.cspca_threshold <= 5):

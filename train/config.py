@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib
 import inspect
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ __all__ = [
     "load_hyperparams",
     "parse_overrides",
     "resolve_config",
-    "import_target",
 ]
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
@@ -63,17 +61,6 @@ def _did_you_mean(name: str, valid: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def import_target(target: str, what: str) -> Any:
-    """Import ``"module:attr"``; errors name ``what`` the target was for."""
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"{what}: expected 'module:Name', got {target!r}")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise UsageError(f"{what}: cannot import {target!r} ({err})") from None
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a training run; written to ``run_dir/config.yml``."""
@@ -97,7 +84,7 @@ class RunConfig:
     checkpoint_freq: int
     """Env steps between checkpoints."""
     vec_env: str = "dummy"
-    """'dummy', 'subproc' or 'torch' (see ``train.runner.TORCH_VEC_ENVS``)."""
+    """'dummy', 'subproc' or 'torch' (the env row's ``sb3_vec_env``)."""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     env_wrapper: tuple[str, ...] = ()
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -187,7 +174,11 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _constructor_parameters(algo_class: type) -> set[str]:
-    """Keyword arguments the algorithm constructor accepts (its own and its bases')."""
+    """Keyword arguments the algorithm constructor accepts (its own and its bases').
+
+    Our algorithms take their hyperparameters as ``**hyperparams``, the fields of the
+    frozen dataclass ``config_class`` where each default is written once.
+    """
     names: set[str] = set()
     for klass in algo_class.__mro__:
         init = klass.__dict__.get("__init__")
@@ -196,6 +187,9 @@ def _constructor_parameters(algo_class: type) -> set[str]:
         params = inspect.signature(init).parameters
         names.update(p for p, spec in params.items() if spec.kind is not spec.VAR_KEYWORD)
         if not any(spec.kind is spec.VAR_KEYWORD for spec in params.values()):
+            break
+        if "config_class" in klass.__dict__:
+            names.update(f.name for f in fields(klass.config_class))
             break
     return names - {"self", "policy", "env"}
 

@@ -6,37 +6,24 @@ AUROC. The checkpoint goes where ``gym.make("Prostate-v0", **env_kwargs)`` looks
 (the cache, keyed by backbone and cohort), with a copy in the run directory.
 
 Hyperparameters (``train/hyperparams/pretrain.yml`` under ``Prostate-v0``) are the fields
-of :class:`envs.prostate.decoder.DecoderTrainingConfig`. ``env_kwargs`` select the cohort
-and backbone exactly as the env does: ``data_dir``, ``synthetic``, ``backbone``,
-``sam_checkpoint``, ``cache_dir``; other env kwargs are accepted and ignored.
+of :class:`envs.prostate.reward_training.DecoderTrainingConfig`. ``env_kwargs`` select the
+cohort and backbone exactly as the env does, through the same function
+(:func:`envs.prostate.encoded_cohort.load_encoded_cohort`: ``data_dir``, ``synthetic``,
+``backbone``, ``sam_checkpoint``, ``cache_dir``); other env kwargs are accepted and ignored.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from envs.prostate.backbone import BackboneConfig, backbone_config, ensure_features
-from envs.prostate.data import ProstateCohort
-from envs.prostate.decoder import DecoderTrainingConfig, default_decoder_path, fit_decoder, save_decoder
-from envs.prostate.synthetic import SyntheticCohortConfig, ensure_synthetic_cohort
+from envs.prostate.encoded_cohort import COHORT_KWARGS, load_encoded_cohort
+from envs.prostate.reward_model import default_decoder_path, save_decoder
+from envs.prostate.reward_training import DecoderTrainingConfig, fit_decoder
 
 __all__ = ["pretrain"]
-
-
-def _cohort_and_backbone(env_kwargs: Mapping[str, Any]) -> tuple[ProstateCohort, BackboneConfig]:
-    data_dir, synthetic = env_kwargs.get("data_dir"), env_kwargs.get("synthetic")
-    if data_dir is None:
-        if isinstance(synthetic, Mapping):
-            synthetic = SyntheticCohortConfig(**synthetic)
-        data_dir = ensure_synthetic_cohort(synthetic, env_kwargs.get("cache_dir"))
-    backbone = env_kwargs.get("backbone", "small")
-    if not isinstance(backbone, BackboneConfig):
-        backbone = backbone_config(backbone, env_kwargs.get("sam_checkpoint"))
-    return ProstateCohort(data_dir), backbone
 
 
 def pretrain(env_id: str, run_dir: Path, seed: int, device: str, hyperparams: dict[str, Any],
@@ -47,12 +34,11 @@ def pretrain(env_id: str, run_dir: Path, seed: int, device: str, hyperparams: di
     """
     config = DecoderTrainingConfig.from_mapping({"seed": seed, **hyperparams})
     start = time.perf_counter()
-    cohort, backbone = _cohort_and_backbone(env_kwargs)
-    features = ensure_features(cohort, backbone, cache_dir=env_kwargs.get("cache_dir"), device=device)
+    encoded = load_encoded_cohort(**{k: env_kwargs[k] for k in COHORT_KWARGS if k in env_kwargs}, device=device)
     feature_seconds = time.perf_counter() - start
-    decoder, metrics = fit_decoder(cohort, features, backbone, config, device=device)
-    target = default_decoder_path(backbone, cohort, env_kwargs.get("cache_dir"))
-    save_decoder(decoder, target, backbone=backbone, training=config, metrics=metrics)
+    decoder, metrics = fit_decoder(encoded.cohort, encoded.features, encoded.backbone, config, device=device)
+    target = default_decoder_path(encoded.backbone, encoded.cohort, env_kwargs.get("cache_dir"))
+    save_decoder(decoder, target, backbone=encoded.backbone, training=config, metrics=metrics)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(target, run_dir / "decoder.pt")

@@ -10,9 +10,11 @@ import scipy.sparse as sp
 from gymnasium import spaces
 
 from envs.amg.graph import EDGE_FEATURE_NAMES, GridGraph, grid_graph, observation, strength_matrix
-from envs.amg.problems import DiffusionProblem, Split, right_hand_side, split_problems
+from envs.amg.problems import DiffusionProblem, right_hand_side, split_problems
 from envs.amg.solver import SolveResult, SolverFailure, StrengthMeasure, finest_level_strength, solve
+from envs.splits import Split, parse_split
 from rewards.amg import FAILURE_REWARD, relative_work_reward
+from rewards.choices import parse_choice
 
 __all__ = ["AnisotropicAMGEnv", "DEFAULT_EDGES_PER_ROW"]
 
@@ -109,8 +111,8 @@ class AnisotropicAMGEnv(gym.Env):
     def __init__(
         self,
         grid_size: int = 32,
-        split: str = "train",
-        coarse_strength: str = "symmetric",
+        split: Split | str = "train",
+        coarse_strength: StrengthMeasure | str = "symmetric",
         n_smoothed_vectors: int = 4,
         max_iterations: int = 300,
         problem_seed: int = 0,
@@ -123,15 +125,8 @@ class AnisotropicAMGEnv(gym.Env):
         if not isinstance(report_timings, bool):
             raise TypeError(f"report_timings must be a bool, got {report_timings!r}")
         self.report_timings = report_timings
-        try:
-            self.coarse_strength = StrengthMeasure(coarse_strength)
-        except ValueError:
-            raise ValueError(
-                f"coarse_strength must be one of {[m.value for m in StrengthMeasure]}, got {coarse_strength!r}"
-            ) from None
-        self.split = Split(split) if split in {s.value for s in Split} else None
-        if self.split is None:
-            raise ValueError(f"split must be one of {[s.value for s in Split]}, got {split!r}")
+        self.coarse_strength = parse_choice(StrengthMeasure, coarse_strength, "coarse_strength")
+        self.split = parse_split(split)
         self.problems: list[DiffusionProblem] = split_problems(self.split, self.grid_size, self.problem_seed)
         self.graph: GridGraph = grid_graph(self.grid_size)
         n_nodes, n_edges = self.graph.n_nodes, self.graph.n_edges
@@ -166,6 +161,11 @@ class AnisotropicAMGEnv(gym.Env):
         return strength_matrix(self._selected_edges(action), self.graph)
 
     # -- Gymnasium API -------------------------------------------------------------------
+    @property
+    def n_cases(self) -> int:
+        """Problems in this split; ``reset(options={"case": i})`` takes i in [0, n_cases)."""
+        return len(self.problems)
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}

@@ -7,17 +7,19 @@ eps log-uniform in [1e-3, 0.5] (strong to mild anisotropy), theta uniform in [0,
 (the operator is pi-periodic in theta). Train, validation and test draws are
 consecutive blocks of one stream and are checked to be disjoint; the grid size does
 not enter the draw, so the same test parameters serve every grid size (transfer).
+``Split`` is :class:`envs.splits.Split`, re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
 from pyamg.gallery import diffusion_stencil_2d, stencil_grid
+
+from envs.splits import Split, parse_split
 
 __all__ = [
     "EPSILON_RANGE",
@@ -33,14 +35,6 @@ EPSILON_RANGE = (1.0e-3, 0.5)
 """Anisotropy ratio eps (dimensionless), sampled log-uniformly."""
 THETA_RANGE = (0.0, np.pi)
 """Rotation angle theta (radians), sampled uniformly."""
-
-
-class Split(str, Enum):
-    """Which block of the parameter stream an env draws from."""
-
-    TRAIN = "train"
-    VAL = "val"
-    TEST = "test"
 
 
 SPLIT_SIZES: dict[Split, int] = {Split.TRAIN: 256, Split.VAL: 32, Split.TEST: 32}
@@ -94,10 +88,7 @@ def _parameter_stream(problem_seed: int) -> dict[Split, np.ndarray]:
 
 def split_problems(split: Split | str, grid_size: int = 32, problem_seed: int = 0) -> list[DiffusionProblem]:
     """The cases of ``split`` (a fixed list: case i is always the same problem)."""
-    try:
-        split = Split(split)
-    except ValueError:
-        raise ValueError(f"split must be one of {[s.value for s in Split]}, got {split!r}") from None
+    split = parse_split(split)
     _check_grid_size(grid_size)
     return [
         DiffusionProblem(epsilon=float(eps), theta=float(theta), grid_size=int(grid_size))
@@ -107,5 +98,5 @@ def split_problems(split: Split | str, grid_size: int = 32, problem_seed: int = 
 
 def right_hand_side(problem_seed: int, split: Split | str, case: int, size: int) -> np.ndarray:
     """The seeded right-hand side b ~ N(0, I) of one case, shared by every solver compared on it."""
-    key = [int(problem_seed), list(Split).index(Split(split)), int(case), int(size)]
+    key = [int(problem_seed), list(Split).index(parse_split(split)), int(case), int(size)]
     return np.random.default_rng(key).standard_normal(size)  # (n^2,)

@@ -7,15 +7,19 @@ repository. The synthetic generator draws patients from relations fitted to thos
 there; ESV follows EDV and LVEF), with wider spreads so the best design differs
 between patients; the real patients are typical draws of it.
 
-Splits are by patient and fixed: the real test patients never appear in training.
+Splits (:class:`envs.splits.Split`) are by patient and fixed: the real test patients
+never appear in training.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
+
+from envs.splits import Split, parse_split
+from rewards.choices import parse_choice
 
 __all__ = [
     "FEATURE_NAMES",
@@ -28,7 +32,6 @@ __all__ = [
     "REAL_TEST_IDS",
     "REAL_VAL_IDS",
     "CohortKind",
-    "Split",
     "Cohort",
     "synthetic_patients",
     "make_cohort",
@@ -88,7 +91,7 @@ REAL_TEST_IDS: tuple[str, ...] = ("SCD0000301", "SCD0000801", "SCD0001201")
 REAL_VAL_IDS: tuple[str, ...] = ("SCD0000601",)
 
 
-class CohortKind(enum.Enum):
+class CohortKind(Enum):
     """Which patients an env draws from.
 
     - ``real``: the 10 real patients only (train 6 / val 1 / test 3).
@@ -100,24 +103,6 @@ class CohortKind(enum.Enum):
     REAL = "real"
     AUGMENTED = "augmented"
     SYNTHETIC = "synthetic"
-
-
-class Split(enum.Enum):
-    """Patient-level data split."""
-
-    TRAIN = "train"
-    VAL = "val"
-    TEST = "test"
-
-
-def _enum_value(enum_class: type[enum.Enum], value: object, field: str) -> enum.Enum:
-    if isinstance(value, enum_class):
-        return value
-    try:
-        return enum_class(value)
-    except ValueError:
-        valid = ", ".join(repr(m.value) for m in enum_class)
-        raise ValueError(f"{field} must be one of {valid}, got {value!r}") from None
 
 
 def validate_patients(features: np.ndarray, source: str = "patients") -> np.ndarray:
@@ -205,8 +190,8 @@ def make_cohort(
     synthetic_seed: int = 0,
 ) -> Cohort:
     """The patients of ``split`` in the ``kind`` cohort (see :class:`CohortKind`)."""
-    kind = _enum_value(CohortKind, kind, "cohort")
-    split = _enum_value(Split, split, "split")
+    kind = parse_choice(CohortKind, kind, "cohort")
+    split = parse_split(split)
     ids: list[str] = []
     rows: list[np.ndarray] = []
     if kind in (CohortKind.REAL, CohortKind.AUGMENTED):

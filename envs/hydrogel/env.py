@@ -119,6 +119,11 @@ class HydrogelEnv(gym.Env):
         self._tried: set[int] = set()
         self._noise_generator = torch.Generator(device=self.problem.device)
 
+    @property
+    def n_cases(self) -> int:
+        """Patients in this split; ``reset(options={"case": i})`` takes i in [0, n_cases)."""
+        return len(self.cohort)
+
     # ------------------------------------------------------------------ episode
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)

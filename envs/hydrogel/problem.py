@@ -12,15 +12,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from envs.hydrogel.cohort import Cohort, Split, make_cohort, normalise_features
+from envs.hydrogel.cohort import Cohort, make_cohort, normalise_features
 from envs.hydrogel.library import polymer_table
 from envs.hydrogel.oracle import DesignOracle
 from envs.hydrogel.outcome import Assessment, assess_designs
 from envs.hydrogel.surrogate import OutcomeModel, load_outcome_model
+from envs.splits import Split, parse_split
 from rewards.hydrogel import RewardWeights
 
 __all__ = [
@@ -64,7 +64,7 @@ class DesignProblem:
 
     def __init__(
         self,
-        split: str = "train",
+        split: Split | str = "train",
         cohort: str = "augmented",
         n_synthetic: int = 200,
         synthetic_seed: int = 0,
@@ -78,7 +78,7 @@ class DesignProblem:
         if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or not 0.0 <= noise_std < float("inf"):
             raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
         self.cohort: Cohort = make_cohort(cohort, split, n_synthetic, synthetic_seed)
-        self.split = Split(split)
+        self.split = parse_split(split)
         self.device = torch.device(device)
         model = load_outcome_model(outcome_model)
         self.model = model.to(self.device) if isinstance(model, torch.nn.Module) else model

@@ -1,4 +1,4 @@
-"""The SAM image encoder and the per-cohort feature cache.
+"""The SAM image encoder: presets, weights and input preprocessing.
 
 The encoder is segment-anything's own ``ImageEncoderViT`` (patch 16, 256-channel
 neck), so the feature grid is G = input size / 16: 16 for 256 px, 64 for SAM's
@@ -13,10 +13,8 @@ neck), so the feature grid is G = input size / 16: 16 for 256 px, 64 for SAM's
   on top of them. It keeps CPU runs fast and, because nothing mixes information
   across the image, a lesion shows up only in the features near it.
 
-The encoder costs ~20 s per 1024 px image on 2 CPU cores (ViT-B), so features are
-computed once per (backbone, cohort) into an HDF5 file with a progress bar; env
-steps only read that file. The file also holds the masks at the resolutions an env
-needs (prostate fraction per cell, prostate-and-needle fraction per heatmap pixel).
+The encoder never runs in an env step: :mod:`envs.prostate.feature_cache` encodes
+every core once per (backbone, cohort).
 """
 
 from __future__ import annotations
@@ -29,28 +27,24 @@ from enum import Enum
 from functools import partial
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
-from tqdm.auto import tqdm
 
-from envs.cache import cache_path
-from envs.prostate.data import ProstateCohort
+from rewards.choices import parse_choice
 
 __all__ = [
     "CHECKPOINT_ENV_VAR",
     "PATCH_SIZE",
     "EMBED_CHANNELS",
+    "HEATMAP_UPSCALE",
     "BackboneName",
     "BackboneConfig",
-    "FeatureFile",
     "backbone_config",
     "build_image_encoder",
     "load_sam_state_dict",
     "preprocess_bmode",
-    "ensure_features",
     "tiny_backbone",
 ]
 
@@ -93,7 +87,7 @@ class BackboneConfig:
     """SAM / MedSAM checkpoint (state dict with ``image_encoder.*`` keys)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "name", BackboneName(self.name))
+        object.__setattr__(self, "name", parse_choice(BackboneName, self.name, "BackboneConfig.name"))
         object.__setattr__(self, "global_attn_indexes", tuple(self.global_attn_indexes))
         if self.img_size % PATCH_SIZE or self.img_size < PATCH_SIZE:
             raise ValueError(f"BackboneConfig.img_size must be a positive multiple of {PATCH_SIZE}, got {self.img_size}")
@@ -129,10 +123,7 @@ class BackboneConfig:
 
 def backbone_config(name: BackboneName | str = BackboneName.SMALL, sam_checkpoint: str | os.PathLike[str] | None = None) -> BackboneConfig:
     """The preset ``name``; ``vit_b`` needs a checkpoint (argument or ``$SCIENCEGYM_SAM_CHECKPOINT``)."""
-    try:
-        name = BackboneName(name)
-    except ValueError:
-        raise ValueError(f"backbone must be one of {[b.value for b in BackboneName]}, got {name!r}") from None
+    name = parse_choice(BackboneName, name, "backbone")
     checkpoint = sam_checkpoint or os.environ.get(CHECKPOINT_ENV_VAR) or None
     if name is BackboneName.SMALL:
         return BackboneConfig(checkpoint=str(checkpoint) if sam_checkpoint else None)
@@ -196,73 +187,6 @@ def preprocess_bmode(bmode: np.ndarray, img_size: int) -> torch.Tensor:
     mean = torch.tensor(_PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(_PIXEL_STD).view(3, 1, 1)
     return (image - mean) / std
-
-
-def _area_fraction(mask: np.ndarray, size: int) -> np.ndarray:
-    """Fraction of each cell of a size x size grid covered by ``mask`` (H, W)."""
-    tensor = torch.as_tensor(mask.astype(np.float32))[None, None]  # (1, 1, H, W)
-    return F.adaptive_avg_pool2d(tensor, (size, size))[0, 0].numpy()  # (size, size)
-
-
-@dataclass(frozen=True)
-class FeatureFile:
-    """The cached features of one (backbone, cohort): an HDF5 file with datasets
-
-    ``core_ids`` (N,) str; ``features`` (N, 256, G, G) float16; ``prostate_fraction``
-    (N, G, G) float32, prostate area fraction per cell; ``core_weights`` (N, 4G, 4G)
-    float32, prostate-and-needle area fraction per heatmap pixel.
-    """
-
-    path: Path
-    grid_size: int
-
-
-def _feature_path(cohort: ProstateCohort, config: BackboneConfig, cache_dir: str | os.PathLike[str] | None) -> Path:
-    return cache_path("prostate", "features", config.key, f"{cohort.fingerprint()}.h5", override=cache_dir)
-
-
-def ensure_features(
-    cohort: ProstateCohort,
-    config: BackboneConfig,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "cpu",
-    batch_size: int = 8,
-    progress: bool = True,
-) -> FeatureFile:
-    """Encode every core of ``cohort`` once (cached); return the feature file."""
-    path = _feature_path(cohort, config, cache_dir)
-    G, H = config.grid_size, config.heatmap_size
-    if path.is_file():
-        return FeatureFile(path, G)
-    encoder = build_image_encoder(config).to(device)
-    core_ids = cohort.core_ids
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("core_ids", data=np.array(core_ids, dtype=object), dtype=h5py.string_dtype())
-        feats = f.create_dataset("features", (len(core_ids), EMBED_CHANNELS, G, G), dtype=np.float16, chunks=(1, EMBED_CHANNELS, G, G))
-        prostate = f.create_dataset("prostate_fraction", (len(core_ids), G, G), dtype=np.float32)
-        weights = f.create_dataset("core_weights", (len(core_ids), H, H), dtype=np.float32)
-        f.attrs["backbone"] = json.dumps({**asdict(config), "name": config.name.value})
-        bar = tqdm(total=len(core_ids), desc=f"Encoding cores ({config.name.value}, {config.img_size}px)", disable=not progress)
-        for start in range(0, len(core_ids), batch_size):
-            batch_ids = core_ids[start : start + batch_size]
-            images, masks = [], []
-            for core_id in batch_ids:
-                core = cohort.read_images(core_id)
-                images.append(preprocess_bmode(core.bmode, config.img_size))
-                masks.append(core)
-            with torch.no_grad():
-                out = encoder(torch.stack(images).to(device))  # (b, 256, G, G)
-            stop = start + len(batch_ids)
-            feats[start:stop] = out.cpu().numpy().astype(np.float16)
-            for i, core in enumerate(masks):
-                prostate[start + i] = _area_fraction(core.prostate_mask, G)
-                weights[start + i] = _area_fraction(core.prostate_mask & core.needle_mask, H)
-            bar.update(len(batch_ids))
-        bar.close()
-    os.replace(tmp, path)
-    return FeatureFile(path, G)
 
 
 def tiny_backbone(img_size: int = 64) -> BackboneConfig:

@@ -10,7 +10,8 @@ A cohort is a directory holding three files::
                     psa_density (ng/mL/cc), family_history (0/1); empty clinical cells
                     mean "not recorded"
     splits.json     {"train": [patient ids], "val": [...], "test": [...]}; splits are by
-                    patient, so no patient may appear in two of them
+                    patient, so no patient may appear in two of them (``Split`` is
+                    :class:`envs.splits.Split`, re-exported here)
 
 Any other ``.h5`` name works when it is the only HDF5 file in the directory. Errors
 name the file, the field and what was expected, because a cohort that loads wrongly
@@ -24,12 +25,13 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
+
+from envs.splits import Split, parse_split
 
 __all__ = [
     "CLINICAL_COLUMNS",
@@ -75,14 +77,6 @@ _CLINICAL_RANGES: dict[str, tuple[float, float]] = {
 
 class CohortError(ValueError):
     """A cohort file is missing or malformed; the message names the file and field."""
-
-
-class Split(str, Enum):
-    """Patient-level data splits."""
-
-    TRAIN = "train"
-    VAL = "val"
-    TEST = "test"
 
 
 @dataclass(frozen=True)
@@ -280,7 +274,7 @@ class ProstateCohort:
 
     def cores(self, split: Split | str) -> tuple[CoreRecord, ...]:
         """The cores of a split's patients, in metadata order."""
-        patients = set(self.splits[Split(split)])
+        patients = set(self.splits[parse_split(split)])
         return tuple(self._records[c] for c in self._order if self._records[c].patient_id in patients)
 
     def read_images(self, core_id: str) -> CoreImages:
@@ -340,5 +334,5 @@ def write_cohort(
             )
     pd.DataFrame(rows, columns=list(METADATA_COLUMNS)).to_csv(root / "metadata.csv", index=False)
     with open(root / "splits.json", "w") as f:
-        json.dump({Split(k).value: list(v) for k, v in splits.items()}, f, indent=1)
+        json.dump({parse_split(k).value: list(v) for k, v in splits.items()}, f, indent=1)
     return root

@@ -6,26 +6,21 @@ import os
 import sys
 from collections.abc import Mapping
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import h5py
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.prostate.backbone import EMBED_CHANNELS, BackboneConfig, backbone_config, ensure_features
-from envs.prostate.data import ProstateCohort, Split, clinical_bounds, normalize_clinical
-from envs.prostate.decoder import (
-    DecoderTrainingConfig,
-    core_score,
-    default_decoder_path,
-    fit_decoder,
-    load_decoder,
-    save_decoder,
-)
-from envs.prostate.synthetic import SyntheticCohortConfig, ensure_synthetic_cohort
+from envs.prostate.backbone import EMBED_CHANNELS, BackboneConfig
+from envs.prostate.data import clinical_bounds, normalize_clinical
+from envs.prostate.encoded_cohort import load_encoded_cohort
+from envs.prostate.reward_model import ProstateDecoder, default_decoder_path, load_decoder, save_decoder
+from envs.prostate.reward_training import DecoderTrainingConfig, fit_decoder
+from envs.prostate.synthetic import SyntheticCohortConfig
+from envs.splits import Split, parse_split
+from rewards.choices import parse_choice
 from rewards.prostate import RewardConfig, RewardMode, prostate_reward
 
 __all__ = ["ActionMode", "MissingDecoder", "ProstateEnv", "FEATURE_BOUND"]
@@ -182,12 +177,9 @@ class ProstateEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
-        try:
-            self.split = Split(split)
-        except ValueError:
-            raise ValueError(f"split must be one of {[s.value for s in Split]}, got {split!r}") from None
-        self.action_mode = _enum(ActionMode, action_mode, "action_mode")
-        on_missing = _enum(MissingDecoder, on_missing_decoder, "on_missing_decoder")
+        self.split = parse_split(split)
+        self.action_mode = parse_choice(ActionMode, action_mode, "action_mode")
+        on_missing = parse_choice(MissingDecoder, on_missing_decoder, "on_missing_decoder")
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         if not isinstance(min_points, int) or not 0 <= min_points <= k:
@@ -202,15 +194,8 @@ class ProstateEnv(gym.Env):
             cspca_bonus=cspca_bonus, normalize_components=normalize_components,
         )
 
-        if data_dir is None:
-            if isinstance(synthetic, Mapping):
-                synthetic = SyntheticCohortConfig(**synthetic)
-            data_dir = ensure_synthetic_cohort(synthetic, cache_dir)
-        elif synthetic is not None:
-            raise ValueError("pass either data_dir (a real cohort) or synthetic (the phantom), not both")
-        self.cohort = ProstateCohort(data_dir)
-        self.backbone = backbone if isinstance(backbone, BackboneConfig) else backbone_config(backbone, sam_checkpoint)
-        self.feature_file = ensure_features(self.cohort, self.backbone, cache_dir=cache_dir, device=self.device)
+        encoded = load_encoded_cohort(data_dir, synthetic, backbone, sam_checkpoint, cache_dir, device=self.device)
+        self.cohort, self.backbone, self.feature_file = encoded.cohort, encoded.backbone, encoded.features
         self.decoder, payload = self._load_or_build_decoder(decoder_checkpoint, on_missing, cache_dir)
         self.reward_config = RewardConfig(
             **self.reward_config_kwargs, component_stats=payload.get("metrics", {}).get("reward_stats")
@@ -223,15 +208,11 @@ class ProstateEnv(gym.Env):
         self.grid_size = G = self.backbone.grid_size
         self.n_cells = G * G
         self.stop_action = self.n_cells
-        with h5py.File(self.feature_file.path, "r") as f:
-            index = {cid: i for i, cid in enumerate(f["core_ids"].asstr()[:])}
-            self._rows = np.array([index[r.core_id] for r in self.records], dtype=np.int64)
-            prostate = np.stack([f["prostate_fraction"][i] for i in self._rows])  # (N, G, G)
-            self._core_weights = np.stack([f["core_weights"][i] for i in self._rows])  # (N, 4G, 4G)
-        self._allowed = (prostate >= 0.5).reshape(len(self.records), -1)  # (N, G*G)
+        self._cores = self.feature_file.cores([r.core_id for r in self.records])
+        self._core_weights = self._cores.core_weights  # (N, 4G, 4G)
+        self._allowed = self._cores.allowed  # (N, G*G)
         self._clinical, self._clinical_present = normalize_clinical(np.stack([r.clinical for r in self.records]))
         self._case_index = {r.core_id: i for i, r in enumerate(self.records)}
-        self._h5: h5py.File | None = None
 
         clinical_low, clinical_high = clinical_bounds()
         self.observation_space = spaces.Dict(
@@ -257,7 +238,7 @@ class ProstateEnv(gym.Env):
     # ------------------------------------------------------------------ set-up
 
     def _load_or_build_decoder(self, path: str | os.PathLike[str] | None, on_missing: MissingDecoder,
-                               cache_dir: str | os.PathLike[str] | None) -> tuple[Any, dict[str, Any]]:
+                               cache_dir: str | os.PathLike[str] | None) -> tuple[ProstateDecoder, dict[str, Any]]:
         if path is not None:
             return load_decoder(path, self.backbone, self.device)
         default = default_decoder_path(self.backbone, self.cohort, cache_dir)
@@ -295,9 +276,7 @@ class ProstateEnv(gym.Env):
             self._case = int(case)
         else:
             raise ValueError(f"options['case'] must be a core id or an int in [0, {self.n_cases}), got {case!r}")
-        if self._h5 is None:
-            self._h5 = h5py.File(self.feature_file.path, "r")
-        self._features = np.asarray(self._h5["features"][self._rows[self._case]], dtype=np.float32)  # (256, G, G)
+        self._features = self._cores.features(self._case)  # (256, G, G)
         self._selected = np.zeros(self.n_cells, dtype=bool)
         self._points, self._steps, self._last_heatmap = [], 0, None
         return self._observation(), {"case": self._case, "core_id": self.records[self._case].core_id}
@@ -379,9 +358,7 @@ class ProstateEnv(gym.Env):
         return (rgb * 255).astype(np.uint8)
 
     def close(self) -> None:
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
+        self._cores.close()
         super().close()
 
     # --------------------------------------------------------------- helpers
@@ -405,17 +382,17 @@ class ProstateEnv(gym.Env):
         cells = torch.tensor(self._points, dtype=torch.long, device=self.device).reshape(1, K).expand(rows, K)  # (rows, K)
         valid = torch.zeros(rows, K, dtype=torch.bool, device=self.device)
         valid[0] = True  # row 1, if any, is the same core without points
-        out = self.decoder(
+        verdict = self.decoder.score(
             torch.from_numpy(self._features)[None].to(self.device).expand(rows, -1, -1, -1),  # (rows, 256, G, G)
             cells,
             valid,
             torch.from_numpy(self._clinical[self._case])[None].to(self.device).expand(rows, -1),  # (rows, 4)
             torch.from_numpy(self._clinical_present[self._case])[None].to(self.device).expand(rows, -1),  # (rows, 4)
+            torch.from_numpy(self._core_weights[self._case])[None].to(self.device).expand(rows, -1, -1),  # (rows, 4G, 4G)
         )
-        weights = torch.from_numpy(self._core_weights[self._case])[None].to(self.device).expand(rows, -1, -1)  # (rows, 4G, 4G)
-        scores = core_score(out.heatmap_logits, weights).tolist()  # (rows,)
-        cspca_probs = torch.softmax(out.class_logits, dim=-1)[:, 1].tolist()  # (rows,)
-        self._last_heatmap = torch.sigmoid(out.heatmap_logits[0, 0]).cpu().numpy()
+        scores = verdict.core_score.tolist()  # (rows,)
+        cspca_probs = verdict.cspca_prob.tolist()  # (rows,)
+        self._last_heatmap = torch.sigmoid(verdict.output.heatmap_logits[0, 0]).cpu().numpy()
         breakdown = prostate_reward(self.reward_config, scores[0], record.involvement, cspca_probs[0], record.grade_group)
         info: dict[str, Any] = {
             "core_score": scores[0],
@@ -436,13 +413,6 @@ class ProstateEnv(gym.Env):
         without = prostate_reward(self.reward_config, scores[1], record.involvement, cspca_probs[1], record.grade_group)
         info["no_point_reward"] = without.reward
         return breakdown.reward - without.reward, info
-
-
-def _enum(cls: type[Enum], value: Any, name: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        raise ValueError(f"{name} must be one of {[m.value for m in cls]}, got {value!r}") from None
 
 
 def _as_int(action: Any) -> int:

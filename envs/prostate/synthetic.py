@@ -35,7 +35,8 @@ import numpy as np
 from scipy import ndimage
 
 from envs.cache import cache_path
-from envs.prostate.data import CoreImages, CoreRecord, Split, write_cohort
+from envs.prostate.data import CoreImages, CoreRecord, write_cohort
+from envs.splits import Split
 
 __all__ = ["SyntheticCohortConfig", "generate_cohort", "ensure_synthetic_cohort"]
 

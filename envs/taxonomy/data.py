@@ -29,16 +29,17 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from envs.splits import Split, parse_split
 from envs.taxonomy.tree import TaxonomyTree
 
 __all__ = [
     "RANK_NAMES",
+    "SPLIT_CODES",
     "Split",
     "TaxonomySplit",
     "hash_split",
@@ -56,27 +57,9 @@ RANK_NAMES: dict[str, str] = {"L10": "species", "L20": "genus", "L30": "family",
 
 _TAXA_KEY = re.compile(r"^taxa_(L\d+)$")
 _SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-
-
-class Split(str, Enum):
-    """Data split an env draws from; test samples never appear in training."""
-
-    TRAIN = "train"
-    VAL = "val"
-    TEST = "test"
-
-    @property
-    def code(self) -> int:
-        """Value of this split in the optional ``split`` dataset."""
-        return list(Split).index(self)
-
-
-def parse_split(split: str | Split) -> Split:
-    """``"train"`` / ``"val"`` / ``"test"`` (or a :class:`Split`) -> :class:`Split`."""
-    try:
-        return Split(split)
-    except ValueError:
-        raise ValueError(f"split must be one of {[s.value for s in Split]}, got {split!r}") from None
+"""Train / val / test shares of :func:`hash_split`, in the order of the split codes."""
+SPLIT_CODES: dict[Split, int] = {Split.TRAIN: 0, Split.VAL: 1, Split.TEST: 2}
+"""Value of each split in the optional ``split`` dataset (and of :func:`hash_split`)."""
 
 
 def hash_split(identifiers: np.ndarray) -> np.ndarray:
@@ -218,7 +201,7 @@ def load_split(
                 raise ValueError(f"{path}: 'split' must have shape ({n},) with values 0 train, 1 val, 2 test")
         else:
             codes = hash_split(identifiers)
-        rows = np.flatnonzero(codes == split.code)
+        rows = np.flatnonzero(codes == SPLIT_CODES[split])
         if rows.size == 0:
             raise ValueError(f"{path}: split {split.value!r} has no samples")
         optional = {}

@@ -15,9 +15,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.taxonomy.data import TaxonomySplit, load_split, parse_split
+from envs.splits import parse_split
+from envs.taxonomy.data import TaxonomySplit, load_split
 from envs.taxonomy.synthetic import SyntheticConfig, default_data_path
 from envs.taxonomy.tree import NULL_CLASS
+from rewards.choices import parse_choice
 from rewards.taxonomy import (
     AbstentionReward,
     EpisodeOutcomeReward,
@@ -46,10 +48,7 @@ _REWARDS: dict[RewardKind, type] = {
 
 def make_reward(kind: RewardKind | str, params: Mapping[str, float] | None = None) -> AbstentionReward:
     """Build a reward by kind, overriding its default values with ``params``."""
-    try:
-        kind = RewardKind(kind)
-    except ValueError:
-        raise ValueError(f"reward must be one of {[k.value for k in RewardKind]}, got {kind!r}") from None
+    kind = parse_choice(RewardKind, kind, "reward")
     cls = _REWARDS[kind]
     allowed = set(cls.__dataclass_fields__)
     unknown = set(params or {}) - allowed
@@ -145,6 +144,7 @@ class _TaxonomyBase(gym.Env):
             "outcomes": rank_outcomes(predictions, self._labels),
             "rank_rewards": rank_rewards,
             "episode_reward": float(rank_rewards.sum()),
+            "rank_names": tuple(self.tree.ranks),
         }
 
 

@@ -194,7 +194,7 @@ def test_timings_only_on_request() -> None:
 
 def test_evaluator_reports_agent_and_baselines() -> None:
     from agents.baselines import AMGDirectionAgent
-    from benchmarks.amg import evaluate
+    from agents.evaluation import evaluate
 
     result = evaluate(AMGDirectionAgent(4), "AnisotropicAMG-v0", env_kwargs={"grid_size": SMALL}, n_episodes=2, seed=0)
     keys = {"mean_reward", "std_reward", "n_episodes", "mean_pcg_iterations", "mean_operator_complexity",

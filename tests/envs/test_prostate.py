@@ -20,13 +20,14 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs  # noqa: F401  (registers the ids)
 from agents.baselines import ProstateCenterAgent
-from benchmarks.prostate import evaluate, sensitivity_at_specificity
-import envs.prostate.backbone as backbone_module
+from agents.evaluation import evaluate
+from envs.prostate.metrics import sensitivity_at_specificity
+import envs.prostate.feature_cache as feature_cache_module
 from envs.prostate.backbone import tiny_backbone
 from envs.prostate.data import CohortError, ProstateCohort
-from envs.prostate.decoder import cell_to_point, glimpse_mask
+from envs.prostate.reward_model import cell_to_point, glimpse_mask
 from envs.prostate.env import ActionMode, MissingDecoder, ProstateEnv
-from envs.prostate.synthetic import SyntheticCohortConfig, ensure_synthetic_cohort, generate_cohort
+from envs.prostate.synthetic import SyntheticCohortConfig, generate_cohort
 from train.pretrain_prostate import pretrain
 
 TINY_COHORT = {"n_patients": 8, "cores_per_patient": 2, "image_size": 96}
@@ -297,7 +298,7 @@ def test_env_checkers_pass(env_kwargs: dict, mode: ActionMode) -> None:
 
 def test_steps_never_run_the_image_encoder(env_kwargs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     gym.make("Prostate-v0", **env_kwargs).close()  # features cached
-    monkeypatch.setattr(backbone_module, "build_image_encoder", lambda *a, **k: pytest.fail("encoder built"))
+    monkeypatch.setattr(feature_cache_module, "build_image_encoder", lambda *a, **k: pytest.fail("encoder built"))
     env = gym.make("Prostate-v0", **env_kwargs).unwrapped
     env.reset(seed=0)
     env.step(int(np.flatnonzero(env.action_masks()[:-1])[0]))

@@ -17,10 +17,11 @@ the biopsy needle's path is fixed in the image frame by the probe's needle guide
 (``hidden_channels=(512, 512)``, the default); ``train/hyperparams/maskable-ppo.yml``
 uses a narrower processor so that CPU training takes minutes.
 
-Hard masking uses a large negative logit (-1e8, as sb3-contrib's own masking) rather
-than -inf, which keeps entropies finite. Works with ``MaskablePPO("policies.attention:
-AttentionPolicy", env)`` on the sequential env; :class:`OneShotAttentionPolicy` (PPO,
-one-shot env) samples k distinct cells at once with Gumbel-top-k.
+Hard masking uses the finite :data:`policies.distributions.MASKED_LOGIT` (-1e9) rather
+than -inf, which keeps entropies finite; a masked cell's probability is exactly 0
+either way. Works with ``MaskablePPO("policies.prostate_attention:AttentionPolicy", env)``
+on the sequential env; :class:`OneShotAttentionPolicy` (PPO, one-shot env) samples k
+distinct cells at once with Gumbel-top-k.
 """
 
 from __future__ import annotations
@@ -37,14 +38,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from policies.distributions import PerRowTopKDistribution
+from policies.distributions import MASKED_LOGIT, PerRowTopKDistribution
 
-__all__ = [
-    "MASKED_LOGIT", "AttentionTrunk", "AttentionHeads", "AttentionPolicy", "CellSetDistribution", "OneShotAttentionPolicy",
-]
-
-MASKED_LOGIT = -1e8
-"""Logit of a forbidden cell (sb3-contrib's HUGE_NEG)."""
+__all__ = ["AttentionTrunk", "AttentionHeads", "AttentionPolicy", "CellSetDistribution", "OneShotAttentionPolicy"]
 
 
 def _grid_shape(observation_space: spaces.Dict) -> tuple[int, int]:

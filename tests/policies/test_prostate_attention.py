@@ -14,7 +14,8 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import envs  # noqa: F401
 from envs.prostate.backbone import tiny_backbone
-from policies.attention import MASKED_LOGIT, AttentionPolicy, OneShotAttentionPolicy
+from policies.distributions import MASKED_LOGIT
+from policies.prostate_attention import AttentionPolicy, OneShotAttentionPolicy
 from train.pretrain_prostate import pretrain
 
 G = 6
