@@ -81,6 +81,10 @@ class EvalProtocol:
     """``"module:function"`` ``(EvalContext) -> dict``: more keys for the result; a
     ``"baselines"`` mapping in it is merged into the reference agents' results (for
     references that are not agents, e.g. PyAMG's own strength measures)."""
+    plots: str | None = None
+    """``"module:function"`` ``(result: dict, out_dir: Path) -> list[Path]``: PNGs drawn from
+    an evaluation result (e.g. risk-coverage curves), written by the training CLI into the
+    run dir next to ``eval.json``."""
     transfer: tuple[str, str] | None = None
     """``(list_kwarg, env_kwarg)``: the evaluation is repeated, under
     ``result["transfer"][str(v)]``, for every value v listed in ``env_kwargs[list_kwarg]``

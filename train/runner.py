@@ -160,6 +160,9 @@ def _finish(model: BaseAlgorithm, config: RunConfig, run_dir: Path, train_second
         "python": platform.python_version(),
     }
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    row = envs.ENTRIES.get(config.env_id)
+    if row is not None and row.evaluation.plots is not None:
+        import_target(row.evaluation.plots, f"evaluation plots of {config.env_id}")(result, run_dir)
     plot_learning_curve(
         run_dir / "monitor", run_dir / "learning_curve.png", f"{config.algo} on {config.env_id}",
         progress_csv=run_dir / "csv" / "progress.csv",
