@@ -6,19 +6,25 @@ An agent spec is one of::
     baseline:ClassName                  a class of agents.baselines, built with the env's
                                         action space and/or the seed if it takes them
     baseline:ClassName:key=value,...    ... and these constructor arguments (YAML values)
+    package.module:factory              your own agent: a callable returning an object with
+                                        SB3's ``predict``; called with those of ``action_space``,
+                                        ``seed``, ``env_id`` and ``device`` it takes by name
     runs/ppo/Hydrogel-v0_1              a run dir of ``python -m train`` (its model.zip)
     runs/ppo/Hydrogel-v0_1/checkpoints/model_5000_steps.zip   one saved model of a run
 
 Any spec may be prefixed ``LABEL=`` to name the agent in tables and plots (default:
 ``random``, the class name, or the run's algorithm). A trained model is evaluated on
 the env it was trained on only, with its run's ``env_wrapper`` and ``env_kwargs``
-merged with ``eval_env_kwargs``; ``random`` and baselines run on every env. Agents
+merged with ``eval_env_kwargs``; ``random``, baselines and factories run on every env. Agents
 sharing a label across envs form one row of the aggregate.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -43,6 +49,7 @@ class AgentKind(str, Enum):
     RANDOM = "random"
     BASELINE = "baseline"
     MODEL = "model"
+    FACTORY = "factory"
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,8 @@ class AgentSpec:
     """The model zip (kind MODEL)."""
     run_config: RunConfig | None = None
     """The run's config.yml (kind MODEL)."""
+    factory: str | None = None
+    """``package.module:callable`` (kind FACTORY)."""
 
     def env_kwargs(self) -> dict[str, Any]:
         """Env kwargs the agent needs (a model's training kwargs with its eval overrides)."""
@@ -87,7 +96,8 @@ def valid_specs() -> str:
     """One line listing what ``--agent`` accepts (for error messages)."""
     return (
         f"random, baseline:NAME[:key=value,...] with NAME one of {', '.join(baseline_names())},"
-        " a run dir or model .zip written by python -m train; prefix LABEL= to name it"
+        " package.module:factory (your own agent), a run dir or model .zip written by python -m train;"
+        " prefix LABEL= to name it"
     )
 
 
@@ -145,6 +155,36 @@ def _check_baseline_arguments(name: str, kwargs: dict[str, Any], spec: str) -> N
         )
 
 
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+"""``package.module:callable``."""
+
+_FACTORY_ARGUMENTS = ("action_space", "seed", "env_id", "device")
+"""What a user's factory may ask for, by parameter name."""
+
+
+def _load_factory(target: str, spec: str) -> Callable[..., Agent]:
+    module_name, _, attr = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise UsageError(f"agent {spec!r}: cannot import {target!r} ({err}); is its package on PYTHONPATH?") from None
+    if not callable(factory):
+        raise UsageError(f"agent {spec!r}: {target} is not callable; expected a function or class returning an agent")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return factory
+    needed = [
+        name for name, p in params.items()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in _FACTORY_ARGUMENTS
+    ]
+    if needed:
+        raise UsageError(
+            f"agent {spec!r}: {target} needs {', '.join(needed)}; a factory may only require {', '.join(_FACTORY_ARGUMENTS)}"
+        )
+    return factory
+
+
 def parse_agent_spec(text: str) -> AgentSpec:
     """Parse one ``--agent`` value; a mistake raises :class:`UsageError` listing the valid forms."""
     label, body = _split_label(text)
@@ -158,6 +198,9 @@ def parse_agent_spec(text: str) -> AgentSpec:
         _check_baseline_arguments(name, kwargs, text)
         return AgentSpec(text, label or name, AgentKind.BASELINE, baseline=name, baseline_kwargs=kwargs)
     path = Path(body)
+    if not path.exists() and _FACTORY.match(body):
+        _load_factory(body, text)
+        return AgentSpec(text, label or body.rpartition(":")[2], AgentKind.FACTORY, factory=body)
     if not path.exists():
         raise UsageError(f"unknown agent spec {text!r} (no such file or dir); valid: {valid_specs()}")
     model, config_path = _run_files(path, text)
@@ -179,10 +222,27 @@ def _build_baseline(spec: AgentSpec, action_space: gym.Space, seed: int) -> Agen
         raise UsageError(f"agent {spec.text!r}: cannot build {spec.baseline}: {err}") from None
 
 
-def build_agent(spec: AgentSpec, action_space: gym.Space, seed: int, device: str) -> Agent:
+def _build_from_factory(spec: AgentSpec, env_id: str, action_space: gym.Space, seed: int, device: str) -> Agent:
+    factory = _load_factory(spec.factory, spec.text)
+    supplied = {"action_space": action_space, "seed": seed, "env_id": env_id, "device": device}
+    try:
+        params = inspect.signature(factory).parameters
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        kwargs = supplied if takes_all else {k: v for k, v in supplied.items() if k in params}
+    except (TypeError, ValueError):
+        kwargs = {}
+    agent = factory(**kwargs)
+    if not callable(getattr(agent, "predict", None)):
+        raise UsageError(f"agent {spec.text!r}: {spec.factory} returned {type(agent).__name__}, which has no predict()")
+    return agent
+
+
+def build_agent(spec: AgentSpec, action_space: gym.Space, seed: int, device: str, env_id: str = "") -> Agent:
     """The agent for one evaluation seed (random agents are seeded with it)."""
     if spec.kind is AgentKind.RANDOM:
         return agents.baselines.RandomAgent(action_space, seed=seed)
+    if spec.kind is AgentKind.FACTORY:
+        return _build_from_factory(spec, env_id, action_space, seed, device)
     if spec.kind is AgentKind.BASELINE:
         return _build_baseline(spec, action_space, seed)
     algo_class = algorithm_spec(spec.run_config.algo).load_class()

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         " the IQM (or mean) and stratified bootstrap confidence intervals.",
     )
     evaluate.add_argument("--env", dest="env_ids", action="append", required=True, metavar="ID",
-                          help="registered env id; repeat to aggregate across envs (scores normalised per env)")
+                          help="registered env id, or 'all' for every ScienceGym id; repeat to aggregate across"
+                          " envs (scores normalised per env)")
     evaluate.add_argument("--agent", dest="agents", action="append", required=True, metavar="SPEC",
                           help="random | baseline:NAME[:k=v,...] | run dir | model.zip, optionally LABEL=SPEC;"
                           " repeatable")
@@ -123,8 +124,11 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from benchmarks.plots import plot_interval_estimates
     from benchmarks.provenance import provenance
     from benchmarks.report import evaluation_markdown
-    from benchmarks.suite import check_env_ids, kwargs_mismatches, normalisation, plan_runs, play_runs, raw_scores
+    from benchmarks.suite import (
+        check_env_ids, expand_env_ids, kwargs_mismatches, normalisation, plan_runs, play_runs, raw_scores,
+    )
 
+    args.env_ids = expand_env_ids(args.env_ids)
     check_env_ids(args.env_ids)
     if args.reps < 1 or not 0 < args.confidence < 1:
         raise UsageError(f"--reps must be >= 1 and --confidence in (0, 1), got {args.reps} and {args.confidence}")

@@ -29,7 +29,7 @@ from train.config import UsageError
 from train.runner import build_wrapper
 
 __all__ = [
-    "AgentRun", "Normalisation", "check_env_ids", "kwargs_mismatches", "normalisation", "plan_runs", "play_runs",
+    "AgentRun", "Normalisation", "check_env_ids", "expand_env_ids", "kwargs_mismatches", "normalisation", "plan_runs", "play_runs",
     "raw_scores",
 ]
 
@@ -57,6 +57,14 @@ class Normalisation:
     """(envs,) highest mean over runs of any agent."""
     best: list[str]
     """(envs,) label of the agent that set ``high``."""
+
+
+def expand_env_ids(env_ids: list[str]) -> list[str]:
+    """``all`` stands for every ScienceGym id, in registry order."""
+    expanded: list[str] = []
+    for env_id in env_ids:
+        expanded += list(envs.ENV_IDS) if env_id == "all" else [env_id]
+    return expanded
 
 
 def check_env_ids(env_ids: list[str]) -> None:
@@ -128,7 +136,11 @@ def kwargs_mismatches(runs: list[AgentRun]) -> list[str]:
 
 
 def _action_space(run: AgentRun) -> gym.Space:
-    env = gym.make(run.env_id, **run.env_kwargs)
+    kwargs = dict(run.env_kwargs)
+    transfer = envs.entry(run.env_id).evaluation.transfer
+    if transfer is not None:  # an evaluation setting, not an env argument
+        kwargs.pop(transfer[0], None)
+    env = gym.make(run.env_id, **kwargs)
     wrapper = build_wrapper(run.env_wrapper)
     if wrapper is not None:
         env = wrapper(env)
@@ -154,7 +166,7 @@ def play_runs(runs: list[AgentRun], seeds: list[int], episodes: int, device: str
                     model = model or build_agent(run.spec, space, seed, device)
                     agent = model
                 else:
-                    agent = build_agent(run.spec, space, seed, device)
+                    agent = build_agent(run.spec, space, seed, device, env_id=run.env_id)
                 run.results[seed] = evaluate(
                     agent, run.env_id, env_kwargs=run.env_kwargs, wrapper=build_wrapper(run.env_wrapper),
                     n_episodes=episodes, seed=seed,

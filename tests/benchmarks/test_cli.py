@@ -128,3 +128,61 @@ def test_mistakes_exit_2_with_one_line(argv: list[str], message: str, tmp_path: 
 def test_a_model_runs_only_on_its_own_env(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["evaluate", "--env", "HydrogelSearch-v0", "--agent", str(run_dir), "--out", str(tmp_path)]) == 2
     assert "was trained on Hydrogel-v0, which is not among --env HydrogelSearch-v0" in capsys.readouterr().err
+
+
+FACTORY_MODULE = '''
+import numpy as np
+
+class FirstAction:
+    """Always the same action: what a user's own agent looks like to the harness."""
+
+    def __init__(self, action_space):
+        self.action = action_space.sample() * 0 if hasattr(action_space, "low") else action_space.sample()
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        return self.action, state
+
+def make(action_space, seed):
+    action_space.seed(seed)
+    return FirstAction(action_space)
+
+NOT_AN_AGENT = 3
+'''
+
+
+def test_a_users_factory_agent_is_benchmarked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mypkg_agents.py").write_text(FACTORY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "bench"
+    argv = ["evaluate", "--env", "Hydrogel-v0", "--agent", "random", "--agent", "mypkg_agents:make",
+            "--seeds", "0", "1", "--episodes", "3", "--reps", "200", *TINY_ENV, "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    entry = data["results"]["Hydrogel-v0"]["make"][0]
+    returns = {s: r["mean_reward"] for s, r in entry["seeds"].items()}
+    random_returns = {s: r["mean_reward"] for s, r in data["results"]["Hydrogel-v0"]["random"][0]["seeds"].items()}
+    assert set(returns) == {"0", "1"} and returns != random_returns
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("mypkg_missing:make", "cannot import"),
+    ("mypkg_agents:NOT_AN_AGENT", "not callable"),
+])
+def test_a_bad_factory_is_one_line_naming_it(
+    spec: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "mypkg_agents.py").write_text(FACTORY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["evaluate", "--env", "Hydrogel-v0", "--agent", spec, "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and spec in err
+
+
+def test_env_all_means_every_registered_id() -> None:
+    import envs
+    from benchmarks.suite import expand_env_ids
+
+    env_ids = expand_env_ids(["all"])
+    assert env_ids == list(envs.ENV_IDS) and len(env_ids) == 6
+    runs = plan_runs(env_ids, [parse_agent_spec("random")], {})
+    assert [r.env_id for r in runs] == env_ids
