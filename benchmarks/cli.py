@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Benchmark agents and envs of ScienceGym.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{evaluate,throughput}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{evaluate,throughput,references}")
 
     evaluate = commands.add_parser(
         "evaluate", help="score agents on envs' test splits over seeds; rliable aggregate",
@@ -88,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     throughput.add_argument("--min-seconds", type=float, default=0.5,
                             help="a repeat lasts at least this long (default 0.5)")
     _add_common(throughput, "runs/benchmarks/throughput")
+
+    references = commands.add_parser(
+        "references", help="recompute (or --check) the fixed reference scores of the normalisation",
+        description="Evaluate each env's random and documented reference agents on its test split with default"
+        " kwargs and write benchmarks/reference_scores.json (normalised 0 = random, 1 = reference).",
+    )
+    references.add_argument("--env", dest="env_ids", action="append", metavar="ID",
+                            help="env id or 'all' (default all); repeatable")
+    references.add_argument("--episodes", type=int, default=None,
+                            help="test episodes (default: each env's own, its whole test split)")
+    references.add_argument("--check", action="store_true",
+                            help="compare with the committed file instead of writing it; exit 1 on a mismatch")
+    references.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    references.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)")
     return parser
 
 
@@ -125,7 +139,8 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     from benchmarks.provenance import provenance
     from benchmarks.report import evaluation_markdown
     from benchmarks.suite import (
-        check_env_ids, expand_env_ids, kwargs_mismatches, normalisation, plan_runs, play_runs, raw_scores,
+        check_env_ids, expand_env_ids, fixed_normalisation, kwargs_mismatches, normalisation, plan_runs, play_runs,
+        raw_scores,
     )
 
     args.env_ids = expand_env_ids(args.env_ids)
@@ -162,9 +177,14 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     # written before aggregating, so a failed aggregation loses no evaluation
     (args.out / "results.json").write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
     scores = raw_scores(runs, args.env_ids, args.seeds, args.metric)
-    norm = None
+    norm, norm_kind = None, None
     if len(args.env_ids) > 1:
-        norm = normalisation(scores, args.env_ids, runs)
+        norm, why_not = fixed_normalisation(args.env_ids, runs, args.metric)
+        norm_kind = "reference scores (benchmarks/reference_scores.json)"
+        if norm is None:
+            print(f"{PROG} evaluate: note: normalising by random and the best agent of this run: {why_not}",
+                  file=sys.stderr)
+            norm, norm_kind = normalisation(scores, args.env_ids, runs), "random and the best agent of this run"
         try:
             scores = normalise_scores(scores, norm.low, norm.high, args.env_ids)
         except ValueError as err:
@@ -179,7 +199,9 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         title=f"{', '.join(args.env_ids)}: {len(args.seeds)} seeds x {args.episodes} test episodes",
     )
     data.update(
-        normalisation=None if norm is None else {"low": norm.low, "high": norm.high, "best": norm.best},
+        normalisation=None if norm is None else {
+            "low": norm.low, "high": norm.high, "best": norm.best, "by": norm_kind,
+        },
         scores=scores,
         scores_layout="(run dirs x seeds, envs), run dir major",
         aggregates={label: vars(e) for label, e in estimates.items()},
@@ -219,6 +241,37 @@ def _throughput(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     return data
 
 
+def _references(args: argparse.Namespace, argv: list[str]) -> int:
+    from benchmarks.reference_scores import compute_reference_score, load_reference_scores, write_reference_scores
+    from benchmarks.suite import check_env_ids, expand_env_ids
+
+    env_ids = expand_env_ids(args.env_ids or ["all"])
+    check_env_ids(env_ids)
+    committed = load_reference_scores()
+    scores, mismatches = [], []
+    for env_id in env_ids:
+        episodes = args.episodes
+        if args.check and env_id in committed and episodes is None:
+            episodes = committed[env_id].episodes
+        try:
+            score = compute_reference_score(env_id, episodes)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        scores.append(score)
+        print(f"{env_id}: random {score.random:.4g}, {score.reference_name} {score.reference:.4g}", flush=True)
+        old = committed.get(env_id)
+        if args.check and (old is None or not np.allclose([old.random, old.reference], [score.random, score.reference],
+                                                          rtol=1e-6, atol=1e-9)):
+            mismatches.append(f"{env_id}: file {old}, code {score}")
+    if args.check:
+        for line in mismatches:
+            print(f"{PROG} references: mismatch: {line}", file=sys.stderr)
+        return 1 if mismatches else 0
+    write_reference_scores(scores, "python -m benchmarks " + " ".join(argv))
+    print("wrote benchmarks/reference_scores.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -229,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     import envs  # noqa: F401  (registers the env ids)
 
     try:
+        if args.command == "references":
+            return _references(args, argv)
         (_evaluate if args.command == "evaluate" else _throughput)(args, argv)
     except UsageError as err:
         print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)

@@ -29,7 +29,7 @@ from train.config import UsageError
 from train.runner import build_wrapper
 
 __all__ = [
-    "AgentRun", "Normalisation", "check_env_ids", "expand_env_ids", "kwargs_mismatches", "normalisation", "plan_runs", "play_runs",
+    "AgentRun", "Normalisation", "check_env_ids", "expand_env_ids", "fixed_normalisation", "kwargs_mismatches", "normalisation", "plan_runs", "play_runs",
     "raw_scores",
 ]
 
@@ -192,6 +192,27 @@ def raw_scores(runs: list[AgentRun], env_ids: list[str], seeds: list[int], metri
         ]
         scores[label] = np.array(columns).T  # (run dirs * seeds, envs)
     return scores
+
+
+def fixed_normalisation(env_ids: list[str], runs: list[AgentRun], metric: str) -> tuple[Normalisation | None, str]:
+    """The committed reference scores (:mod:`benchmarks.reference_scores`) when they apply:
+    metric ``mean_reward``, default env kwargs everywhere, an entry for every env. Else
+    ``None`` and why not."""
+    from benchmarks.reference_scores import load_reference_scores
+
+    references = load_reference_scores()
+    missing = [e for e in env_ids if e not in references]
+    if metric != "mean_reward":
+        return None, f"reference scores are for mean_reward, not {metric}"
+    if missing:
+        return None, f"no reference scores for {', '.join(missing)} (python -m benchmarks references)"
+    if any(r.env_kwargs for r in runs):
+        return None, "reference scores hold for default env kwargs only"
+    chosen = [references[e] for e in env_ids]
+    return Normalisation(
+        low=np.array([r.random for r in chosen]), high=np.array([r.reference for r in chosen]),
+        best=[r.reference_name for r in chosen],
+    ), ""
 
 
 def normalisation(scores: dict[str, np.ndarray], env_ids: list[str], runs: list[AgentRun]) -> Normalisation:

@@ -81,6 +81,9 @@ class EvalProtocol:
     """``"module:function"`` ``(EvalContext) -> dict``: more keys for the result; a
     ``"baselines"`` mapping in it is merged into the reference agents' results (for
     references that are not agents, e.g. PyAMG's own strength measures)."""
+    reference: str | None = None
+    """Name in ``baselines`` of the env's documented reference (its oracle or best-known
+    method): the benchmark suite's normalised score is 0 for random and 1 for it."""
     plots: str | None = None
     """``"module:function"`` ``(result: dict, out_dir: Path) -> list[Path]``: PNGs drawn from
     an evaluation result (e.g. risk-coverage curves), written by the training CLI into the
