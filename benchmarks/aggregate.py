@@ -7,13 +7,9 @@ tasks = envs); the point estimate is the interquartile mean (IQM) or the mean of
 interval is a percentile bootstrap that resamples runs with replacement *within each
 task* (rliable's ``StratifiedBootstrap``).
 
-Why not ``rliable.library.get_interval_estimates`` itself: it needs ``arch``, and no
-``arch`` release works here (arch 7.2 fails to import under pandas 3; arch 8 removed
-the ``random_state`` argument rliable 1.2 passes). This module reproduces that function
-with ``method="percentile"`` draw for draw: rliable draws its indices from NumPy's
-global RNG, here from a ``RandomState(seed)`` of our own, so the result equals
-rliable's after ``np.random.seed(seed)`` without touching global state (checked against
-rliable with pandas 2.2 / arch 7.2, see ``benchmarks/RESULTS.md``).
+The interval is rliable's own ``library.get_interval_estimates`` (``method="percentile"``).
+rliable draws from NumPy's global RNG, so each call seeds it and restores the caller's
+state afterwards: results are reproducible per ``seed`` without touching global state.
 """
 
 from __future__ import annotations
@@ -23,8 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
-from rliable import metrics
-from scipy import stats
+from rliable import library, metrics
 
 from rewards.choices import parse_choice
 
@@ -43,21 +38,6 @@ class Aggregate(str, Enum):
     MEAN = "mean"
 
 
-def _batched_iqm(scores: np.ndarray) -> np.ndarray:
-    """IQM of each ``(runs, tasks)`` slice of ``(..., runs, tasks)`` scores."""
-    flat = scores.reshape(*scores.shape[:-2], -1)  # (..., runs * tasks)
-    return np.asarray(stats.trim_mean(flat, proportiontocut=0.25, axis=-1))
-
-
-def _batched_mean(scores: np.ndarray) -> np.ndarray:
-    """Mean of each ``(runs, tasks)`` slice of ``(..., runs, tasks)`` scores."""
-    return scores.mean(axis=(-2, -1))
-
-
-_BATCHED: dict[Aggregate, Callable[[np.ndarray], np.ndarray]] = {
-    Aggregate.IQM: _batched_iqm,
-    Aggregate.MEAN: _batched_mean,
-}
 _RLIABLE: dict[Aggregate, Callable[[np.ndarray], float]] = {
     Aggregate.IQM: metrics.aggregate_iqm,
     Aggregate.MEAN: metrics.aggregate_mean,
@@ -108,18 +88,20 @@ def interval_estimates(
         raise ValueError(f"reps must be an integer >= 1, got {reps!r}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    rng = np.random.RandomState(seed)  # the legacy stream rliable draws from, but private
-    alpha = (1.0 - confidence) / 2
-    estimates: dict[str, IntervalEstimate] = {}
-    for name, raw in scores.items():
-        data = _check_scores(name, raw)  # (runs, tasks)
-        runs, tasks = data.shape
-        # rliable draws (runs, tasks) indices per replication; one draw of all is the same stream
-        run_index = rng.choice(runs, (reps, runs, tasks), replace=True)  # (reps, runs, tasks)
-        resampled = data[run_index, np.arange(tasks)]  # (reps, runs, tasks)
-        replicates = _BATCHED[aggregate](resampled)  # (reps,)
-        low, high = np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)])
-        estimates[name] = IntervalEstimate(float(_RLIABLE[aggregate](data)), float(low), float(high))
+    data = {name: _check_scores(name, raw) for name, raw in scores.items()}  # (runs, tasks) each
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        points, intervals = library.get_interval_estimates(
+            data, lambda x: np.array([_RLIABLE[aggregate](x)]), reps=reps, confidence_interval_size=confidence,
+            method="percentile",
+        )
+    finally:
+        np.random.set_state(state)
+    estimates = {
+        name: IntervalEstimate(float(points[name][0]), float(intervals[name][0, 0]), float(intervals[name][1, 0]))
+        for name in data
+    }
     return estimates
 
 

@@ -37,14 +37,22 @@ def test_resampling_is_stratified_by_task() -> None:
     assert estimate.low == estimate.high == pytest.approx(14.0 / 3)
 
 
-def test_matches_rliable_get_interval_estimates() -> None:
-    # rliable.library.get_interval_estimates(data, iqm, reps=3000) after np.random.seed(7),
-    # computed with rliable 1.2.0, arch 7.2.0, pandas 2.2.3 (rliable cannot import here).
-    data = np.random.RandomState(0).rand(5, 3)
-    estimate = interval_estimates({"a": data}, "iqm", reps=3000, seed=7)["a"]
-    assert (estimate.point, estimate.low, estimate.high) == pytest.approx(
-        (0.5981994747363484, 0.5043439686518321, 0.7037595856410163), abs=1e-12
+def test_is_rliable_get_interval_estimates_and_leaves_the_global_rng_alone() -> None:
+    from rliable import library
+
+    data = {"a": np.random.RandomState(0).rand(5, 3), "b": np.random.RandomState(1).rand(4, 3)}
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    estimates = interval_estimates(data, "iqm", reps=300, seed=7)
+    assert (np.random.get_state()[1] == before).all()
+    np.random.seed(7)
+    points, intervals = library.get_interval_estimates(
+        data, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=300, method="percentile"
     )
+    for name in data:
+        assert (estimates[name].point, estimates[name].low, estimates[name].high) == pytest.approx(
+            (points[name][0], intervals[name][0, 0], intervals[name][1, 0]), abs=1e-12
+        )
 
 
 @pytest.mark.parametrize(
