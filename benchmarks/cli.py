@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Benchmark agents and envs of ScienceGym.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{evaluate,throughput,references}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{evaluate,throughput,references,suite}")
 
     evaluate = commands.add_parser(
         "evaluate", help="score agents on envs' test splits over seeds; rliable aggregate",
@@ -102,6 +103,26 @@ def build_parser() -> argparse.ArgumentParser:
                             help="compare with the committed file instead of writing it; exit 1 on a mismatch")
     references.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     references.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)")
+
+    suite = commands.add_parser(
+        "suite", help="train every env's reference trainer over seeds and publish the leaderboard",
+        description="Train each env's trainer (benchmarks/suite.yml) over seeds, score it next to the env's"
+        " reference agents, aggregate with rliable and rewrite the leaderboard section of RESULTS.md."
+        " Finished runs are kept, so an interrupted suite resumes.",
+    )
+    suite.add_argument("--budget", choices=["quick", "full"], default="quick", help="training budget (default quick)")
+    suite.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (default 3)")
+    suite.add_argument("--env", dest="env_ids", action="append", metavar="ID", help="env id or 'all' (default all)")
+    suite.add_argument("--reps", type=int, default=50_000, help="bootstrap replications (default 50000)")
+    suite.add_argument("--config", type=Path, default=Path(__file__).with_name("suite.yml"),
+                       help="trainers and budgets per env (default benchmarks/suite.yml)")
+    suite.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"),
+                       help="Markdown file whose leaderboard section is rewritten (default benchmarks/RESULTS.md)")
+    suite.add_argument("--figures", type=Path, default=Path(__file__).with_name("figures"),
+                       help="where the PNGs go (default benchmarks/figures)")
+    suite.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    suite.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    suite.add_argument("--out", type=Path, default=Path("runs/suite"), help="run dirs (default runs/suite)")
     return parser
 
 
@@ -272,6 +293,37 @@ def _references(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _suite(args: argparse.Namespace, argv: list[str]) -> int:
+    import platform
+    import time
+    from datetime import datetime, timezone
+
+    from benchmarks.leaderboard import plan_suite, run_suite, suite_report
+    from benchmarks.provenance import provenance
+    from benchmarks.suite import check_env_ids, expand_env_ids
+
+    env_ids = expand_env_ids(args.env_ids or ["all"])
+    check_env_ids(env_ids)
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    start = time.perf_counter()
+    jobs = plan_suite(env_ids, args.budget, list(range(args.seeds)), args.out, args.config)
+    train_seconds = run_suite(jobs, args.out)
+    header = {
+        **provenance(argv), "when": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        "train_minutes": train_seconds / 60, "wall_minutes": (time.perf_counter() - start) / 60,
+    }
+    report = suite_report(jobs, header, args.out, args.results, args.figures, f"suite_{args.budget}", args.reps, 0)
+    header["wall_minutes"] = (time.perf_counter() - start) / 60
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "suite.json").write_text(json.dumps({**header, **report}, indent=2, default=_json_default) + "\n")
+    for row, a in report["aggregates"].items():
+        print(f"{row}: {a}")
+    print(f"wrote {args.out / 'suite.json'} and the leaderboard section of {args.results}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -284,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "references":
             return _references(args, argv)
+        if args.command == "suite":
+            return _suite(args, argv)
         (_evaluate if args.command == "evaluate" else _throughput)(args, argv)
     except UsageError as err:
         print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)

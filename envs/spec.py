@@ -81,6 +81,8 @@ class EvalProtocol:
     """``"module:function"`` ``(EvalContext) -> dict``: more keys for the result; a
     ``"baselines"`` mapping in it is merged into the reference agents' results (for
     references that are not agents, e.g. PyAMG's own strength measures)."""
+    headline_metrics: tuple[str, ...] = ()
+    """Keys of the metrics' result a domain expert reads first (leaderboard tables)."""
     reference: str | None = None
     """Name in ``baselines`` of the env's documented reference (its oracle or best-known
     method): the benchmark suite's normalised score is 0 for random and 1 for it."""
