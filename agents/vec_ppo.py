@@ -251,16 +251,18 @@ class VecPPO(BaseAlgorithm):
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
         self.config = self.config_class(**hyperparams)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        # Checked here, not in __init__: ``VecPPO.load`` builds the class with the default
+        # config, restores the saved one, and only then calls ``_setup_model``.
         batch_size = self.config.batch_size
         if self.env is not None and self.config.rollout_size(self.n_envs) % batch_size != 0:
             raise ValueError(
                 f"batch_size ({batch_size}) must divide n_steps x n_envs ({self.config.rollout_size(self.n_envs)})"
                 " so that no sample is dropped"
             )
-        if _init_setup_model:
-            self._setup_model()
-
-    def _setup_model(self) -> None:
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(
@@ -281,9 +283,9 @@ class VecPPO(BaseAlgorithm):
         )
         env = _torch_env(self.env)
         config, n = self.config, env.num_envs
-        obs = env.reset_tensors(self.seed if reset_num_timesteps else None).to(self.device)
-        episode_return = th.zeros(n, device=self.device)
-        episode_length = th.zeros(n, dtype=th.long, device=self.device)
+        self._last_obs = env.reset_tensors(self.seed if reset_num_timesteps else None).to(self.device)
+        self._episode_return = episode_return = th.zeros(n, device=self.device)
+        self._episode_length = episode_length = th.zeros(n, dtype=th.long, device=self.device)
         callback.on_training_start(locals(), globals())
         iteration = 0
 
@@ -294,9 +296,9 @@ class VecPPO(BaseAlgorithm):
 
         while self.num_timesteps < total_timesteps:
             self.policy.set_training_mode(False)
-            callback.on_rollout_start()
-            rollout, obs, keep_going = collect_rollout(
-                self.policy, env, obs, config.n_steps, config.gamma, episode_return, episode_length, on_step
+            callback.on_rollout_start()  # may restart the episodes (train.checkpointing)
+            rollout, self._last_obs, keep_going = collect_rollout(
+                self.policy, env, self._last_obs, config.n_steps, config.gamma, episode_return, episode_length, on_step
             )
             for r, length in zip(rollout.finished_returns.tolist(), rollout.finished_lengths.tolist(), strict=True):
                 self.ep_info_buffer.append({"r": r, "l": length})
@@ -310,6 +312,13 @@ class VecPPO(BaseAlgorithm):
             self._train(rollout)
         callback.on_training_end()
         return self
+
+    def restart_episodes(self, seed: int) -> None:
+        """Start every env on a fresh episode from ``seed`` (between rollouts; checkpoints
+        do this so that a resumed run replays the same steps)."""
+        self._last_obs = _torch_env(self.env).reset_tensors(seed).to(self.device)
+        self._episode_return.zero_()
+        self._episode_length.zero_()
 
     def _train(self, rollout: Rollout) -> None:
         """``n_epochs`` passes of minibatch PPO updates over one rollout."""
@@ -346,6 +355,9 @@ class VecPPO(BaseAlgorithm):
         self.logger.record("time/iterations", iteration)
         self.logger.record("time/total_timesteps", self.num_timesteps)
         self.logger.dump(step=self.num_timesteps)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_last_obs", "_episode_return", "_episode_length"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []

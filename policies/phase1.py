@@ -11,6 +11,7 @@ through the same :func:`load_phase1`.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import torch as th
 from torch import nn
 
-from envs.cache import cache_path
+from envs.cache import cache_path, publish
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -28,6 +29,8 @@ __all__ = [
     "Phase1Classifier",
     "Phase1Config",
     "class_probabilities",
+    "confidence_features",
+    "rank_confidence",
     "default_phase1_checkpoint",
     "images_to_tensor",
     "load_phase1",
@@ -143,6 +146,33 @@ def class_probabilities(
     return [np.concatenate(chunks) for chunks in out]
 
 
+def rank_confidence(rank_logits: th.Tensor) -> th.Tensor:
+    """Top probability and entropy / log K_r of one rank's softmax over classes 1..K_r
+    (null column excluded), detached: (B, n_r) logits -> (B, 2)."""
+    logp = th.log_softmax(rank_logits[:, 1:].detach(), dim=1)  # (B, K_r)
+    entropy = -(logp.exp() * logp).sum(dim=1) / max(math.log(logp.shape[1]), 1e-6)  # (B,)
+    return th.stack([logp.max(dim=1).values.exp(), entropy], dim=1)  # (B, 2)
+
+
+@th.no_grad()
+def confidence_features(
+    model: HierarchicalClassifier, images: np.ndarray, device: str | th.device = "cpu", batch_size: int = 512
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`class_probabilities` [(N, K_r)] and the inputs of an abstain head (N, F + 2R):
+    the model's features, then per rank the top probability and the entropy / log K_r
+    of its softmax over classes 1..K_r (what the Linnaeus policy's abstain head reads)."""
+    model.eval()
+    probs: list[list[np.ndarray]] = [[] for _ in model.num_classes]
+    inputs = []
+    for s in range(0, len(images), batch_size):
+        logits, features = model(images_to_tensor(images[s : s + batch_size], device))  # [(B, n_r)], (B, F)
+        for r, rank_logits in enumerate(logits):
+            probs[r].append(th.softmax(rank_logits[:, 1:], dim=1).cpu().numpy())
+        stats = [rank_confidence(rank_logits) for rank_logits in logits]  # [(B, 2)]
+        inputs.append(th.cat([features, *stats], dim=1).cpu().numpy())  # (B, F + 2R)
+    return [np.concatenate(p) for p in probs], np.concatenate(inputs)
+
+
 def default_phase1_checkpoint(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where ``python -m train pretrain --env Taxonomy-v0`` writes, and the policy reads."""
     return cache_path("taxonomy", "phase1.pt", override=cache_dir)
@@ -164,7 +194,7 @@ def save_phase1(
     }
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     th.save(payload, tmp)
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def load_phase1(

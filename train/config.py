@@ -29,6 +29,7 @@ __all__ = [
     "load_hyperparams",
     "parse_overrides",
     "resolve_config",
+    "resolve_device",
 ]
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
@@ -72,7 +73,8 @@ class RunConfig:
     seed: int
     """Seeds the algorithm, the envs (env i gets seed + i) and the evaluation."""
     device: str
-    """Torch device for the algorithm: 'cpu', 'cuda', 'cuda:1' or 'auto'."""
+    """Torch device the run uses: 'cpu', 'cuda' or 'cuda:1' (``--device auto`` is resolved
+    before it is recorded, so config.yml says what was used)."""
     n_envs: int
     """Parallel envs in the training VecEnv."""
     total_timesteps: int
@@ -196,6 +198,72 @@ def _constructor_parameters(algo_class: type) -> set[str]:
 
 _RUNNER_OWNED = {"seed", "device", "tensorboard_log", "verbose", "policy_kwargs", "_init_setup_model"}
 
+_SCHEDULE_PREFIXES = ("lin_", "cos_")
+
+
+def _constructor_defaults(algo_class: type) -> dict[str, Any]:
+    """Default value of every constructor keyword that has one (own, bases', config_class)."""
+    defaults: dict[str, Any] = {}
+    for klass in reversed(algo_class.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            for name, spec in inspect.signature(init).parameters.items():
+                if spec.default is not spec.empty:
+                    defaults[name] = spec.default
+        if "config_class" in klass.__dict__:
+            defaults.update({f.name: f.default for f in fields(klass.config_class)})
+    return defaults
+
+
+def _check_value_types(algo: str, settings: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """A value of the wrong kind (``learning_rate=abc``) is a one-line error here, not an
+    ``AssertionError`` deep inside the algorithm's constructor."""
+    for key, value in settings.items():
+        default = defaults.get(key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise UsageError(f"hyperparameter {key!r} of {algo} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)):
+            if isinstance(value, str) and value.startswith(_SCHEDULE_PREFIXES):
+                continue  # a schedule; parse_schedule reads it
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                hint = " or a schedule such as 'lin_3e-4'" if isinstance(default, float) else ""
+                raise UsageError(f"hyperparameter {key!r} of {algo} must be a number{hint}, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int) and not float(value).is_integer():
+                raise UsageError(f"hyperparameter {key!r} of {algo} must be an integer, got {value!r}")
+
+
+def _whole_number(reserved: Mapping[str, Any], name: str, default: int) -> int:
+    """``reserved[name]`` as an int (``1e5`` and ``100000.0`` are fine; ``abc`` is a one-line error)."""
+    value = reserved.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def resolve_device(device: str) -> str:
+    """The torch device a run will use: ``auto`` becomes ``cuda`` when a GPU is present,
+    else ``cpu``; asking for CUDA without one is an error (never a silent CPU run)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device: unknown torch device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--device {device}: no CUDA GPU is available to torch; use --device cpu,"
+                " or --device auto to take the GPU only when there is one"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif parsed.type != "cpu":
+        raise UsageError(f"--device {device}: only cpu, cuda, cuda:N and auto are supported")
+    return str(parsed)
+
 
 def resolve_config(
     algo: str,
@@ -236,7 +304,8 @@ def resolve_config(
     settings = _merge(settings, overrides or {})
 
     reserved = {k: settings.pop(k) for k in list(settings) if k in RESERVED_KEYS}
-    accepted = _constructor_parameters(spec.load_class()) - _RUNNER_OWNED
+    algo_class = spec.load_class()
+    accepted = _constructor_parameters(algo_class) - _RUNNER_OWNED
     unknown = sorted(set(settings) - accepted)
     if unknown:
         valid = ", ".join(sorted(accepted | set(RESERVED_KEYS)))
@@ -244,18 +313,22 @@ def resolve_config(
             f"unknown hyperparameter {unknown[0]!r} for {algo}{_did_you_mean(unknown[0], accepted | set(RESERVED_KEYS))};"
             f" valid: {valid}"
         )
+    _check_value_types(algo, settings, _constructor_defaults(algo_class))
+    for name in ("env_kwargs", "eval_env_kwargs", "policy_kwargs"):
+        if reserved.get(name) is not None and not isinstance(reserved[name], Mapping):
+            raise UsageError(f"{name} must be a mapping (e.g. {name}.key=value), got {reserved[name]!r}")
     wrappers = reserved.get("env_wrapper") or ()
-    n_timesteps = reserved.get("n_timesteps", 100_000)
+    n_timesteps = _whole_number(reserved, "n_timesteps", 100_000)
     return RunConfig(
         algo=algo,
         env_id=env_id,
         seed=seed,
-        device=device,
-        n_envs=int(reserved.get("n_envs", 1)),
-        total_timesteps=int(n_timesteps),
+        device=resolve_device(device),
+        n_envs=_whole_number(reserved, "n_envs", 1),
+        total_timesteps=n_timesteps,
         policy=reserved.get("policy", "MlpPolicy"),
-        eval_episodes=eval_episodes if eval_episodes is not None else int(reserved.get("eval_episodes", 20)),
-        checkpoint_freq=int(reserved.get("checkpoint_freq", max(int(n_timesteps) // 10, 1))),
+        eval_episodes=eval_episodes if eval_episodes is not None else _whole_number(reserved, "eval_episodes", 20),
+        checkpoint_freq=_whole_number(reserved, "checkpoint_freq", max(n_timesteps // 10, 1)),
         vec_env=reserved.get("vec_env", "dummy"),
         policy_kwargs=dict(reserved.get("policy_kwargs") or {}),
         env_wrapper=(wrappers,) if isinstance(wrappers, str) else tuple(wrappers),

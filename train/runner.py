@@ -36,7 +36,7 @@ from agents.evaluation import evaluate
 from envs.spec import import_target
 from train.algorithms import algorithm_spec
 from train.checkpointing import RNGCheckpointCallback, latest_checkpoint, restore_rng
-from train.config import RunConfig, UsageError
+from train.config import RunConfig, UsageError, resolve_device
 from train.plots import plot_learning_curve
 from train.schedules import parse_schedule
 
@@ -78,7 +78,26 @@ def _torch_vec_env_factory(env_id: str) -> Callable[..., VecEnv]:
     return import_target(row.sb3_vec_env, "vec_env", UsageError)
 
 
+def _one_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (h5py's and torch's messages span lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
 def _build_env(config: RunConfig, run_dir: Path, seed: int | None, resuming: bool) -> VecEnv:
+    """The training VecEnv; a bad ``env_kwargs`` value (a missing data directory, a file
+    that is not HDF5) is a one-line :class:`UsageError` naming the kwargs."""
+    try:
+        if config.vec_env == "subproc":  # fail here, not in a worker; and build caches once, not per worker
+            gym.make(f"envs:{config.env_id}", **config.env_kwargs).close()
+        return _build_vec_env(config, run_dir, seed, resuming)
+    except UsageError:
+        raise
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise UsageError(f"cannot build {config.env_id} with env_kwargs {config.env_kwargs}: {_one_line(err)}") from err
+
+
+def _build_vec_env(config: RunConfig, run_dir: Path, seed: int | None, resuming: bool) -> VecEnv:
     if config.vec_env == "torch":
         factory = _torch_vec_env_factory(config.env_id)
         venv = factory(config.env_id, config.n_envs, seed, dict(config.env_kwargs))
@@ -86,7 +105,7 @@ def _build_env(config: RunConfig, run_dir: Path, seed: int | None, resuming: boo
         monitor_file = run_dir / "monitor" / ("resumed" if resuming else "0")
         return VecMonitor(venv, filename=str(monitor_file))
     return make_vec_env(
-        config.env_id,
+        f"envs:{config.env_id}",  # imports envs (registers the id) in forkserver/spawn workers
         n_envs=config.n_envs,
         seed=seed,
         env_kwargs=config.env_kwargs,
@@ -171,8 +190,10 @@ def _finish(model: BaseAlgorithm, config: RunConfig, run_dir: Path, train_second
 
 
 def train_run(config: RunConfig, run_dir: Path) -> RunResult:
-    """A fresh run: write config.yml, train with checkpoints, evaluate."""
-    (run_dir / "config.yml").write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+    """A fresh run: build env and model, write config.yml, train with checkpoints, evaluate.
+
+    config.yml is written once both are built, so a run rejected for a bad setting leaves
+    no config behind that ``--resume`` would pick up."""
     print(yaml.safe_dump({"run_dir": str(run_dir), **config.to_yaml_dict()}, sort_keys=False), flush=True)
     env = _build_env(config, run_dir, seed=config.seed, resuming=False)
     algo_class = algorithm_spec(config.algo).load_class()
@@ -187,9 +208,10 @@ def train_run(config: RunConfig, run_dir: Path) -> RunResult:
             policy_kwargs=config.policy_kwargs or None,
             **algo_kwargs,
         )
-    except (TypeError, ValueError, FileNotFoundError) as err:  # bad hyperparameter, missing checkpoint
+    except (TypeError, ValueError, AssertionError, OSError) as err:  # bad hyperparameter, missing checkpoint
         env.close()
-        raise UsageError(f"cannot build {config.algo} for {config.env_id}: {err}") from err
+        raise UsageError(f"cannot build {config.algo} for {config.env_id}: {_one_line(err)}") from err
+    (run_dir / "config.yml").write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
     model.set_logger(_logger(run_dir, segment=None))
     seconds = _learn(model, config, run_dir, reset=True)
     return _finish(model, config, run_dir, seconds)
@@ -207,7 +229,7 @@ def resume_run(run_dir: Path, device: str | None = None) -> RunResult:
     print(f"resuming {run_dir} from {checkpoint.timesteps} steps", flush=True)
     env = _build_env(config, run_dir, seed=None, resuming=True)
     algo_class = algorithm_spec(config.algo).load_class()
-    model = algo_class.load(checkpoint.model_path, env=env, device=device or config.device)
+    model = algo_class.load(checkpoint.model_path, env=env, device=resolve_device(device) if device else config.device)
     with checkpoint.rng_path.open("rb") as handle:
         restore_rng(pickle.load(handle), env)
     model.set_logger(_logger(run_dir, segment=f"resumed_at_{checkpoint.timesteps}"))

@@ -61,6 +61,13 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path: Path) -> None:
         (["ppo", "--env", "Hydrogel-v0", "--hyperparams", "learning_rat=1e-3"], "did you mean 'learning_rate'"),
         (["ppo", "--env", "Hydrogel-v0", "--hyperparams", "n_envs=0"], "n_envs must be a positive integer"),
         (["ppo", "--resume", "/nonexistent/run"], "has no config.yml"),
+        (["ppo", "--env", "Hydrogel-v0", "--hyperparams", "learning_rate=abc"], "'learning_rate' of ppo must be a number"),
+        (["ppo", "--env", "Hydrogel-v0", "--hyperparams", "n_epochs=many"], "'n_epochs' of ppo must be a number"),
+        (["ppo", "--env", "Prostate-v0", "--hyperparams", "env_kwargs.data_dir=/nonexistent"],
+         "cannot build Prostate-v0 with env_kwargs"),
+        (["maskable-ppo", "--env", "Taxonomy-v0", "--hyperparams", "env_kwargs.data_path=/etc/passwd"],
+         "'data_path': '/etc/passwd'"),
+        (["ppo", "--env", "Hydrogel-v0", "--device", "tpu"], "unknown torch device 'tpu'"),
     ],
 )
 def test_mistakes_exit_2_with_one_line(argv: list[str], message: str) -> None:
@@ -91,3 +98,23 @@ def test_override_parsing_reads_yaml_values() -> None:
     }
     with pytest.raises(UsageError, match="key=value"):
         parse_overrides(["no_equals_sign"])
+
+
+def test_device_cuda_without_a_gpu_is_an_error_and_auto_records_what_was_used(tmp_path: Path) -> None:
+    import torch
+
+    from train.config import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UsageError, match="no CUDA GPU"):
+        resolve_config("ppo", "Hydrogel-v0", device="cuda")
+    assert resolve_config("ppo", "Hydrogel-v0", device="auto").device == "cpu"
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_a_rejected_run_writes_no_config(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    argv = ["ppo", "--env", "Prostate-v0", "--run-dir", str(run_dir), "--hyperparams", "env_kwargs.data_dir=/nonexistent"]
+    assert main(argv) == 2
+    assert not (run_dir / "config.yml").exists()  # --resume finds nothing to continue
