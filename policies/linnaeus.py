@@ -18,6 +18,10 @@ rank, so values differ by rank (the source's value head ignored the rank).
 Every tensor is computed per sample, so minibatches that mix ranks get each sample's
 own logits, mask and value (the source used the first sample's rank for all).
 
+:meth:`LinnaeusPolicy.selective_answers` gives, for a batch of images, the class the
+deterministic policy names at every rank and its margin over abstaining (best class
+logit minus abstain logit): the confidence whose sweep gives its risk-coverage curve.
+
 Sequential mode (``Taxonomy-v0``, ``Discrete`` actions) reads the rank from
 ``obs["rank"]``; multitask mode (``TaxonomyMultitask-v0``, ``MultiDiscrete``) emits
 every rank's ``[classes..., abstain]`` block and uses the first rank's value.
@@ -40,7 +44,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from policies.distributions import MASKED_LOGIT
-from policies.phase1 import PRETRAIN_COMMAND, default_phase1_checkpoint, load_phase1
+from policies.phase1 import PRETRAIN_COMMAND, default_phase1_checkpoint, load_phase1, rank_confidence
 from rewards.choices import parse_choice
 
 __all__ = ["FinetuneStrategy", "LinnaeusPolicy"]
@@ -210,9 +214,7 @@ class LinnaeusPolicy(MaskableActorCriticPolicy):
             logits = logits.clone()
             logits[:, 0] = MASKED_LOGIT  # (B, n_r)
             class_logits.append(logits)
-            logp = th.log_softmax(logits[:, 1:], dim=1).detach()  # (B, K_r)
-            entropy = -(logp.exp() * logp).sum(dim=1) / max(math.log(logp.shape[1]), 1e-6)  # (B,)
-            stats.append(th.stack([logp.max(dim=1).values.exp(), entropy], dim=1))  # (B, 2)
+            stats.append(rank_confidence(logits))  # (B, 2)
         head_input = th.cat([features, *stats], dim=1)  # (B, F + 2R)
         abstain_scores = self.abstain_head(head_input)  # (B, R)
         rank_values = self.value_head(head_input)  # (B, R)
@@ -268,3 +270,48 @@ class LinnaeusPolicy(MaskableActorCriticPolicy):
 
     def predict_values(self, obs: PyTorchObs) -> th.Tensor:
         return self._phase1_outputs(obs)[1]
+
+    @th.no_grad()
+    def selective_answers(
+        self, images: np.ndarray, tree: Any = None, batch_size: int = 512
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What the deterministic policy answers at every rank, and how sure it is.
+
+        ``images`` uint8 (N, 3, H, W) (observation layout); ``tree`` (a
+        :class:`~envs.taxonomy.tree.TaxonomyTree`) restricts each rank to children of
+        the previous answer, as ``hierarchy_consistent=True`` masks do. Returns classes
+        (N, R) int64 (the class named at each rank if the policy does not abstain) and
+        margins (N, R) float64: the best allowed class logit minus the abstain logit,
+        so the policy answers rank r iff the margins of ranks 0..r are >= 0. Built from
+        the same :meth:`_phase1_outputs` as acting, so it agrees with played episodes.
+        """
+        self.set_training_mode(False)
+        n_ranks = len(self.num_classes)
+        classes = np.zeros((len(images), n_ranks), dtype=np.int64)
+        margins = np.zeros((len(images), n_ranks), dtype=np.float64)
+        offsets = np.concatenate([[0], np.cumsum(np.array(self.num_classes) + 1)])
+        for s in range(0, len(images), batch_size):
+            batch = th.as_tensor(np.asarray(images[s : s + batch_size]), device=self.device)  # (B, 3, H, W)
+            b = batch.shape[0]
+            multitask_logits = None if self.sequential else self._phase1_outputs({"image": batch})[0]  # (B, sum)
+            previous = None
+            for r, n_r in enumerate(self.num_classes):
+                if self.sequential:
+                    rank = th.zeros((b, n_ranks), device=self.device)
+                    rank[:, r] = 1.0  # (B, R)
+                    logits = self._phase1_outputs({"image": batch, "rank": rank})[0]  # (B, max_c + 1)
+                    class_logits, abstain = logits[:, :n_r], logits[:, -1]  # (B, n_r), (B,)
+                else:
+                    block = multitask_logits[:, offsets[r] : offsets[r + 1]]  # (B, n_r + 1)
+                    class_logits, abstain = block[:, :n_r], block[:, -1]
+                allowed = th.ones((b, n_r), dtype=th.bool, device=self.device)
+                allowed[:, 0] = False  # null is never an answer
+                if tree is not None and r > 0:
+                    parents = th.as_tensor(np.asarray(tree.parents[r]), device=self.device)  # (n_r,)
+                    allowed &= parents[None, :] == previous[:, None]
+                masked = th.where(allowed, class_logits, th.full_like(class_logits, MASKED_LOGIT))  # (B, n_r)
+                best, choice = masked.max(dim=1)  # (B,), (B,)
+                classes[s : s + b, r] = choice.cpu().numpy()
+                margins[s : s + b, r] = (best - abstain).double().cpu().numpy()
+                previous = choice
+        return classes, margins

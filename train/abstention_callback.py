@@ -4,8 +4,11 @@ The source evaluated on its training env and so consumed training samples; this
 callback builds a separate env (same id and kwargs as the training env, validation
 split) and replays the same validation cases at every evaluation, so curves compare
 like with like. It logs ``eval/mean_reward`` and, per rank,
-``eval/<metric>/<rank>`` for the metrics of :func:`envs.taxonomy.metrics.abstention_metrics`
-to every SB3 output (TensorBoard, CSV).
+``eval/<metric>/<rank>`` for the metrics of :func:`envs.taxonomy.metrics.abstention_metrics`,
+``eval/coverage/<rank|chain>`` and ``eval/selective_risk/<rank|chain>`` of the answers
+given, and, when the policy gives confidences (``selective_answers``, e.g.
+:class:`~policies.linnaeus.LinnaeusPolicy`), ``eval/aurc/<rank|chain>`` and
+``eval/risk_at_<coverage>/chain``, to every SB3 output (TensorBoard, CSV).
 
 In ``train/hyperparams/<algo>.yml``::
 
@@ -22,7 +25,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.evaluation import play
-from envs.taxonomy.metrics import summarise
+from envs.taxonomy.metrics import SelectiveAnswers, risk_coverage_metrics, summarise
 
 __all__ = ["AbstentionMetricsCallback"]
 
@@ -77,10 +80,33 @@ class AbstentionMetricsCallback(BaseCallback):
             for name, value in metrics.items():
                 if value is not None:
                     self.logger.record(f"eval/{name}/{rank}", value)
+        selective = summary["selective"]
+        for where, metrics in [*selective["per_rank"].items(), ("chain", selective["chain"])]:
+            for name, value in metrics.items():
+                if value is not None:
+                    self.logger.record(f"eval/{name}/{where}", value)
+        curves = self._risk_coverage()
+        if curves is not None:
+            summary["risk_coverage"] = curves
+            for where, metrics in [*curves["per_rank"].items(), ("chain", curves["chain"])]:
+                self.logger.record(f"eval/aurc/{where}", metrics["aurc"])
+            for level, risk in curves["chain"]["risk_at_coverage"].items():
+                self.logger.record(f"eval/risk_at_{level}/chain", risk)
         if self.verbose:
             print(f"abstention eval at {self.num_timesteps} steps: mean_reward={summary['mean_reward']:.3f}")
         self.logger.dump(self.num_timesteps)
         return summary
+
+    def _risk_coverage(self) -> dict[str, Any] | None:
+        """Risk-coverage metrics of the policy's confidences on the fixed cases, if it has them."""
+        method = getattr(self.model.policy, "selective_answers", None)
+        if method is None:
+            return None
+        base = self.eval_env.unwrapped
+        images = base.data.images[self._cases].transpose(0, 3, 1, 2)  # (n, 3, H, W)
+        tree = base.tree if getattr(base, "hierarchy_consistent", False) else None
+        classes, margins = method(np.ascontiguousarray(images), tree)
+        return risk_coverage_metrics(SelectiveAnswers(classes, margins), base.data.labels[self._cases], base.tree.ranks)
 
     def _on_training_end(self) -> None:
         if self.eval_env is not None:

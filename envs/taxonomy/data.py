@@ -14,6 +14,8 @@ dataset             shape            dtype    meaning
 ``spatial``         (N, 3)           float    optional (e.g. unit-sphere location)
 ``temporal``        (N, 2) / (N, 4)  float    optional (e.g. sin/cos of date and time)
 ``split``           (N,)             uint8    optional: 0 train, 1 val, 2 test
+``null_cause``      (N,)             uint8    optional: why the labels turn null
+                                              (:class:`NullCause`; 0 = no null rank)
 ==================  ===============  =======  ===========================================
 
 Any subset of ``taxa_L<level>`` datasets works (at least one); higher levels are
@@ -29,6 +31,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 
 import h5py
@@ -38,6 +41,7 @@ from envs.splits import Split, parse_split
 from envs.taxonomy.tree import TaxonomyTree
 
 __all__ = [
+    "NullCause",
     "RANK_NAMES",
     "SPLIT_CODES",
     "Split",
@@ -60,6 +64,28 @@ _SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 """Train / val / test shares of :func:`hash_split`, in the order of the split codes."""
 SPLIT_CODES: dict[Split, int] = {Split.TRAIN: 0, Split.VAL: 1, Split.TEST: 2}
 """Value of each split in the optional ``split`` dataset (and of :func:`hash_split`)."""
+
+
+class NullCause(IntEnum):
+    """Why a record's labels turn null from some rank on (the ``null_cause`` dataset).
+
+    Only ``DEGRADED`` is visible as poor image quality; the others are taxonomic, so
+    a rule that abstains on an image-quality score alone misses them.
+    """
+
+    NONE = 0
+    """Every rank is labelled."""
+    DEGRADED = 1
+    """Blur, noise or occlusion hide the traits of the finer ranks."""
+    OBSERVER_GENUS = 2
+    """The observer identified the record to genus only (cryptic species complexes:
+    common in some genera, whatever the image quality)."""
+    UNSEEN_SPECIES = 3
+    """A species absent from the training split (val / test only): it has no class."""
+    RARE_SPECIES = 4
+    """A species with too few records to keep its label (rare taxa wiped)."""
+    CASUAL = 5
+    """A casual record that lost its species label at random."""
 
 
 def hash_split(identifiers: np.ndarray) -> np.ndarray:
@@ -87,6 +113,8 @@ class TaxonomySplit:
     """(n, H, W, 3) uint8."""
     spatial: np.ndarray | None = None
     temporal: np.ndarray | None = None
+    null_cause: np.ndarray | None = None
+    """(n,) int64 :class:`NullCause` codes, if the file records them."""
 
     def __len__(self) -> int:
         return len(self.identifiers)
@@ -213,6 +241,12 @@ def load_split(
                 if not np.isfinite(arr).all():
                     raise ValueError(f"{path}: '{key}' contains NaN or inf")
                 optional[key] = arr[rows]
+        if "null_cause" in f:
+            causes = np.asarray(f["null_cause"][()])
+            valid = [c.value for c in NullCause]
+            if causes.shape != (n,) or not np.isin(causes, valid).all():
+                raise ValueError(f"{path}: 'null_cause' must have shape ({n},) with values in {valid} (NullCause)")
+            optional["null_cause"] = causes[rows].astype(np.int64)
         images = _read_rows(images_ds, rows)
     return TaxonomySplit(
         tree=tree,
@@ -233,6 +267,7 @@ def write_labels_h5(
     spatial: np.ndarray | None = None,
     temporal: np.ndarray | None = None,
     split: np.ndarray | None = None,
+    null_cause: np.ndarray | None = None,
 ) -> None:
     """Write a ``labels.h5``; ``taxa`` maps level keys (``"L10"``..) to (N,) taxon ids."""
     with h5py.File(path, "w") as f:
@@ -240,6 +275,6 @@ def write_labels_h5(
         for level, ids in taxa.items():
             f.create_dataset(f"taxa_{level}", data=np.asarray(ids, dtype=np.uint32))
         f.create_dataset("images", data=np.asarray(images, dtype=np.uint8), compression="lzf")
-        for key, arr in (("spatial", spatial), ("temporal", temporal), ("split", split)):
+        for key, arr in (("spatial", spatial), ("temporal", temporal), ("split", split), ("null_cause", null_cause)):
             if arr is not None:
                 f.create_dataset(key, data=arr)

@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.splits import parse_split
-from envs.taxonomy.data import TaxonomySplit, load_split
+from envs.taxonomy.data import NullCause, TaxonomySplit, load_split
 from envs.taxonomy.synthetic import SyntheticConfig, default_data_path
 from envs.taxonomy.tree import NULL_CLASS
 from rewards.choices import parse_choice
@@ -145,7 +145,15 @@ class _TaxonomyBase(gym.Env):
             "rank_rewards": rank_rewards,
             "episode_reward": float(rank_rewards.sum()),
             "rank_names": tuple(self.tree.ranks),
+            "null_cause": self._null_cause(),
         }
+
+    def _null_cause(self) -> str | None:
+        """Name of the sample's :class:`~envs.taxonomy.data.NullCause` (``"none"`` without
+        a null rank), or None when the data file does not record causes."""
+        if self.data.null_cause is None:
+            return None
+        return NullCause(int(self.data.null_cause[self._case])).name.lower()
 
 
 class TaxonomyEnv(_TaxonomyBase):
@@ -156,8 +164,11 @@ class TaxonomyEnv(_TaxonomyBase):
     An episode is one image. At each rank, from the coarsest (order) to the finest
     (species), the agent commits to a class of that rank or abstains; abstaining ends
     the episode and every later rank counts as abstained. Labels are null (class 0)
-    where the rank cannot be determined, mostly a suffix of fine ranks on poor images,
-    so a good agent classifies what it can and abstains where the label is null.
+    where the rank cannot be determined, a suffix of fine ranks: on poor images, but
+    also for taxonomic reasons image quality does not show (records the observer
+    identified to genus only, species unseen in training; see
+    :class:`~envs.taxonomy.data.NullCause`), so a good agent classifies what it can and
+    abstains where the label is null.
 
     ## Action Space
     ``Discrete(max_c + 1)`` where ``max_c = max_r (K_r + 1)`` is the largest class-map
@@ -202,7 +213,9 @@ class TaxonomyEnv(_TaxonomyBase):
     - Truncation: never.
     At termination ``info`` adds ``predictions`` (0 = abstained), ``outcomes``
     (:class:`rewards.taxonomy.AbstentionOutcome` per rank), ``rank_rewards`` and
-    ``episode_reward``.
+    ``episode_reward``, ``rank_names`` and ``null_cause`` (why the labels turn null:
+    a :class:`~envs.taxonomy.data.NullCause` name, ``"none"``, or None when the data
+    do not record it).
 
     ## Arguments
     - ``split``: ``"train"`` / ``"val"`` / ``"test"``.
@@ -219,7 +232,8 @@ class TaxonomyEnv(_TaxonomyBase):
     - ``render_mode``: ``None`` or ``"rgb_array"`` (``render()`` returns the image).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version. Built-in data v2 (new cache key): nulls with taxonomic
+      causes besides image degradation; ``info["null_cause"]``.
     """
 
     def __init__(
@@ -341,8 +355,8 @@ class TaxonomyMultitaskEnv(_TaxonomyBase):
     ## Episode End
     - Termination: after the single step.
     - Truncation: never.
-    ``info`` then holds ``predictions`` (0 = abstained), ``outcomes``, ``rank_rewards``
-    and ``episode_reward``.
+    ``info`` then holds ``predictions`` (0 = abstained), ``outcomes``, ``rank_rewards``,
+    ``episode_reward``, ``rank_names`` and ``null_cause`` (as in :class:`TaxonomyEnv`).
 
     ## Arguments
     As :class:`TaxonomyEnv`, without ``hierarchy_consistent``.

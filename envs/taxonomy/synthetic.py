@@ -17,9 +17,21 @@ species   colour of two small dots             light blur, noise
 Every image has an ambiguity level ``a`` in [0, 1] (0 for a ``clean_fraction`` of
 images, else uniform) that scales blur, noise and an occluding patch. Labels become a
 null suffix as ``a`` (plus a little noise) crosses per-rank thresholds, so "knowing
-when not to know" is learnable from the image. Also, like real records: a few
-"casual" records lose their species label at random, species are Zipf-imbalanced,
-and species rarer than ``min_species_count`` lose their species label entirely.
+when not to know" is partly learnable from image quality. Nulls also have causes no
+image-quality statistic reveals (each record's cause is stored as ``null_cause``,
+:class:`~envs.taxonomy.data.NullCause`), as in real records:
+
+- **observer identified to genus**: in a ``cryptic_genus_fraction`` of genera
+  (species complexes), a record keeps only its genus label with probability
+  ``cryptic_null_rate``, on sharp images as often as on poor ones;
+- **species unseen in training**: ``unseen_species`` species appear only in the val
+  and test splits (an explicit ``split`` dataset keeps them out of train); they have
+  no species class, so their species label is null;
+- **rare species**: species rarer than ``min_species_count`` lose their species label;
+- **casual records** lose their species label at random (``casual_null_rate``).
+
+Species are Zipf-imbalanced. The first cause in the order degraded, observer,
+unseen, rare, casual that nulls the coarsest rank names the record's cause.
 """
 
 from __future__ import annotations
@@ -34,8 +46,8 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from envs.cache import cache_path
-from envs.taxonomy.data import TREE_FILENAME, write_labels_h5
+from envs.cache import cache_path, is_complete, publish
+from envs.taxonomy.data import SPLIT_CODES, TREE_FILENAME, NullCause, Split, hash_split, write_labels_h5
 from envs.taxonomy.tree import TaxonomyTree
 
 __all__ = ["SyntheticConfig", "default_data_path", "generate", "write_synthetic"]
@@ -54,6 +66,8 @@ _DOT_COLOURS = np.array(
 _NULL_THRESHOLDS = np.array([0.95, 0.75, 0.5, 0.3])
 _NULL_JITTER = 0.05
 _CHUNK = 1000
+DATA_VERSION = 2
+"""Version of the generator, part of the cache key: v2 added the taxonomic null causes."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,13 @@ class SyntheticConfig:
     """Probability that a record loses its species label regardless of the image."""
     min_species_count: int = 20
     """Species with fewer samples lose their species label (rare taxa wiped)."""
+    cryptic_genus_fraction: float = 0.15
+    """Share of records (taken as whole genera, in a seeded order) in genera that
+    observers often identify to genus only."""
+    cryptic_null_rate: float = 0.6
+    """Probability that a record of such a genus keeps only its genus label."""
+    unseen_species: int = 5
+    """Species held out of the train split (val / test only, species label null)."""
     seed: int = 0
     """Seed of everything: taxonomy, traits, samples, degradations."""
 
@@ -100,6 +121,10 @@ class SyntheticConfig:
             ("clean_fraction", self.clean_fraction, 0 <= self.clean_fraction <= 1, "in [0, 1]"),
             ("casual_null_rate", self.casual_null_rate, 0 <= self.casual_null_rate <= 1, "in [0, 1]"),
             ("min_species_count", self.min_species_count, self.min_species_count >= 0, ">= 0"),
+            ("cryptic_genus_fraction", self.cryptic_genus_fraction, 0 <= self.cryptic_genus_fraction <= 1, "in [0, 1]"),
+            ("cryptic_null_rate", self.cryptic_null_rate, 0 <= self.cryptic_null_rate <= 1, "in [0, 1]"),
+            ("unseen_species", self.unseen_species, 0 <= self.unseen_species < self.n_species,
+             f"in [0, {self.n_species - 1}] (fewer than n_species)"),
         ]
         for name, value, ok, allowed in checks:
             if not ok:
@@ -107,7 +132,7 @@ class SyntheticConfig:
 
     def digest(self) -> str:
         """Short hash naming the cache directory of this configuration."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        blob = json.dumps({**asdict(self), "data_version": DATA_VERSION}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -237,11 +262,45 @@ def _render(
     return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def _null_causes(
+    cfg: SyntheticConfig, tax: _Taxonomy, species: np.ndarray, ambiguity: np.ndarray, unseen: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Null masks (N, 4) coarse -> fine and the :class:`NullCause` of every record (N,)."""
+    n = len(species)
+    seen_ambiguity = ambiguity + np.where(ambiguity > 0, rng.normal(0.0, _NULL_JITTER, n), 0.0)
+    genus_share = np.bincount(tax.species_genus[species], minlength=cfg.n_genera) / n
+    order = rng.permutation(cfg.n_genera)
+    n_cryptic = int(np.searchsorted(np.cumsum(genus_share[order]), cfg.cryptic_genus_fraction)) + 1
+    cryptic_genera = order[:n_cryptic] if cfg.cryptic_genus_fraction > 0 else order[:0]
+    by_cause = {c: np.zeros((n, 4), dtype=bool) for c in NullCause if c is not NullCause.NONE}
+    by_cause[NullCause.DEGRADED] = seen_ambiguity[:, None] > _NULL_THRESHOLDS[None, :]
+    by_cause[NullCause.OBSERVER_GENUS][:, 3] = (
+        np.isin(tax.species_genus[species], cryptic_genera) & (rng.random(n) < cfg.cryptic_null_rate)
+    )
+    by_cause[NullCause.UNSEEN_SPECIES][:, 3] = np.isin(species, unseen)
+    by_cause[NullCause.CASUAL][:, 3] = rng.random(n) < cfg.casual_null_rate
+    labelled = ~np.any([m[:, 3] for c, m in by_cause.items() if c is not NullCause.RARE_SPECIES], axis=0)
+    counts = np.bincount(species[labelled], minlength=cfg.n_species)
+    by_cause[NullCause.RARE_SPECIES][:, 3] = np.isin(species, np.flatnonzero(counts < cfg.min_species_count))
+    # a null is a suffix: once a rank is null, every finer rank is null too
+    suffixes = {c: np.cumsum(m, axis=1) > 0 for c, m in by_cause.items()}
+    null = np.any(list(suffixes.values()), axis=0)  # (N, 4)
+    causes = np.full(n, NullCause.NONE, dtype=np.int64)
+    first_null = np.full(n, 4)
+    for cause, suffix in suffixes.items():  # order of NullCause: earlier causes win ties
+        first = np.where(suffix.any(axis=1), suffix.argmax(axis=1), 4)
+        wins = first < first_null
+        causes[wins], first_null[wins] = cause, first[wins]
+    return null, causes
+
+
 def generate(cfg: SyntheticConfig) -> dict[str, object]:
     """Generate the data set in memory.
 
     Returns a dict with ``identifiers`` (N,) str, ``taxa`` {level: (N,) uint32 taxon ids,
-    0 = null}, ``images`` (N, H, W, 3) uint8 and ``ambiguity`` (N,) float in [0, 1].
+    0 = null}, ``images`` (N, H, W, 3) uint8, ``ambiguity`` (N,) float in [0, 1],
+    ``null_cause`` (N,) :class:`NullCause` codes and ``split`` (N,) split codes.
     """
     rng = np.random.default_rng(cfg.seed)
     tax = _make_taxonomy(cfg, rng)
@@ -259,18 +318,24 @@ def generate(cfg: SyntheticConfig) -> dict[str, object]:
     order = tax.family_order[family]
     classes = np.stack([order, family, genus, species], axis=1)  # (N, 4) coarse -> fine
     taxa = np.stack([tax.taxon_ids[r][classes[:, r]] for r in range(4)], axis=1).astype(np.uint32)
-    seen_ambiguity = ambiguity + np.where(ambiguity > 0, rng.normal(0.0, _NULL_JITTER, cfg.n_samples), 0.0)
-    taxa[seen_ambiguity[:, None] > _NULL_THRESHOLDS[None, :]] = 0
-    taxa[rng.random(cfg.n_samples) < cfg.casual_null_rate, 3] = 0
-    counts = np.bincount(species[taxa[:, 3] != 0], minlength=cfg.n_species)
-    taxa[np.isin(species, np.flatnonzero(counts < cfg.min_species_count)), 3] = 0
-    # a null is a suffix: once a rank is null, every finer rank is null too
-    taxa[np.cumsum(taxa == 0, axis=1) > 0] = 0
+    # unseen species: drawn from the middle half of frequencies (neither the commonest
+    # nor too rare for val / test to hold some)
+    by_frequency = np.argsort(-weights)
+    middle = by_frequency[cfg.n_species // 4 : max(3 * cfg.n_species // 4, cfg.n_species // 4 + cfg.unseen_species)]
+    unseen = rng.choice(middle, size=cfg.unseen_species, replace=False)
+    null, causes = _null_causes(cfg, tax, species, ambiguity, unseen, rng)
+    taxa[null] = 0
+    identifiers = np.array([f"synthetic-{cfg.seed}-{i:06d}" for i in range(cfg.n_samples)])
+    split = hash_split(identifiers)
+    moved = np.isin(species, unseen) & (split == SPLIT_CODES[Split.TRAIN])
+    split[moved] = np.where(rng.random(int(moved.sum())) < 0.5, SPLIT_CODES[Split.VAL], SPLIT_CODES[Split.TEST])
     return {
-        "identifiers": np.array([f"synthetic-{cfg.seed}-{i:06d}" for i in range(cfg.n_samples)]),
+        "identifiers": identifiers,
         "taxa": {level: taxa[:, r] for r, level in enumerate(LEVELS)},
         "images": images,
         "ambiguity": ambiguity,
+        "null_cause": causes,
+        "split": split,
     }
 
 
@@ -291,11 +356,14 @@ def write_synthetic(directory: str | os.PathLike[str], cfg: SyntheticConfig) -> 
     suffix = f".tmp-{os.getpid()}"
     tree_tmp = directory / (TREE_FILENAME + suffix)
     tree.save(tree_tmp)
-    os.replace(tree_tmp, directory / TREE_FILENAME)
+    publish(tree_tmp, directory / TREE_FILENAME)
     labels = directory / "labels.h5"
     labels_tmp = directory / ("labels.h5" + suffix)
-    write_labels_h5(labels_tmp, identifiers=data["identifiers"], taxa=taxa, images=data["images"])
-    os.replace(labels_tmp, labels)
+    write_labels_h5(
+        labels_tmp, identifiers=data["identifiers"], taxa=taxa, images=data["images"],
+        split=np.asarray(data["split"], dtype=np.uint8), null_cause=np.asarray(data["null_cause"], dtype=np.uint8),
+    )
+    publish(labels_tmp, labels)
     return labels
 
 
@@ -305,6 +373,6 @@ def default_data_path(
     """``labels.h5`` of the synthetic set in the cache, generated on first use."""
     cfg = cfg or SyntheticConfig()
     labels = cache_path("taxonomy", f"synthetic-{cfg.digest()}", "labels.h5", override=cache_dir)
-    if not labels.is_file():
+    if not (is_complete(labels) and is_complete(labels.parent / TREE_FILENAME)):
         write_synthetic(labels.parent, cfg)
     return labels

@@ -13,7 +13,8 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs  # noqa: F401
-from envs.taxonomy.data import Split, hash_split, load_split, read_tree, write_labels_h5
+from envs.taxonomy import synthetic
+from envs.taxonomy.data import SPLIT_CODES, NullCause, Split, hash_split, load_split, read_tree, write_labels_h5
 from envs.taxonomy.env import RewardKind, TaxonomyEnv
 from envs.taxonomy.synthetic import SyntheticConfig, generate, write_synthetic
 from envs.taxonomy.tree import TaxonomyTree
@@ -118,6 +119,7 @@ def test_labels_h5_round_trip(tmp_path: Path) -> None:
         (lambda f: (f.__delitem__("images"), f.create_dataset("images", data=np.zeros((12, 8, 8), np.uint8))), "H, W, 3"),
         (lambda f: (f.__delitem__("split"), f.create_dataset("split", data=np.full(12, 5))), "'split'"),
         (lambda f: f.create_dataset("spatial", data=np.zeros((12, 2))), "'spatial'"),
+        (lambda f: f.create_dataset("null_cause", data=np.full(12, 9, np.uint8)), "'null_cause'"),
         (lambda f: (f.__delitem__("img_identifiers"), f.create_dataset("img_identifiers", data=np.array([b"a"] * 12))), "duplicates"),
     ],
 )
@@ -170,9 +172,45 @@ def test_synthetic_is_deterministic_and_nulls_are_a_fine_rank_suffix() -> None:
     assert a["ambiguity"][null[:, 2]].mean() > a["ambiguity"][~null[:, 3]].mean() + 0.3
 
 
+def test_synthetic_nulls_have_taxonomic_causes_that_image_quality_does_not_reveal() -> None:
+    cfg = SyntheticConfig(n_samples=3000, seed=3)
+    data = generate(cfg)
+    taxa = np.stack([data["taxa"][k] for k in ("L40", "L30", "L20", "L10")], axis=1)
+    causes, ambiguity, split = data["null_cause"], data["ambiguity"], data["split"]
+    assert np.array_equal(causes == NullCause.NONE, (taxa != 0).all(axis=1))
+    shares = np.bincount(causes, minlength=len(NullCause)) / len(causes)
+    assert all(shares[c] > 0.005 for c in NullCause), shares
+    for cause in (NullCause.OBSERVER_GENUS, NullCause.UNSEEN_SPECIES):
+        rows = causes == cause
+        assert (taxa[rows, 2] != 0).all() and (taxa[rows, 3] == 0).all()  # genus known, species null
+        # as many sharp images as among fully labelled records: quality says nothing
+        clean = (ambiguity[rows] == 0).mean()
+        assert abs(clean - (ambiguity[causes == NullCause.NONE] == 0).mean()) < 0.15 and clean > 0.5
+    unseen = causes == NullCause.UNSEEN_SPECIES
+    assert (split[unseen] != SPLIT_CODES[Split.TRAIN]).all() and unseen[split != SPLIT_CODES[Split.TRAIN]].any()
+
+
+def test_unseen_species_never_reach_the_train_split(tiny_labels: Path) -> None:
+    train, test = (load_split(tiny_labels, s) for s in ("train", "test"))
+    assert not (train.null_cause == NullCause.UNSEEN_SPECIES).any()
+    assert (test.null_cause == NullCause.UNSEEN_SPECIES).any()
+    env = gym.make("Taxonomy-v0", data_path=tiny_labels, split="test").unwrapped
+    env.reset(options={"case": int(np.flatnonzero(test.null_cause == NullCause.UNSEEN_SPECIES)[0])})
+    info = env.step(env.abstain_action)[4]
+    assert info["null_cause"] == "unseen_species"
+
+
+def test_cache_key_names_the_generator_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = SyntheticConfig().digest()
+    monkeypatch.setattr(synthetic, "DATA_VERSION", synthetic.DATA_VERSION + 1)
+    assert SyntheticConfig().digest() != before
+
+
 def test_synthetic_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="n_species"):
         SyntheticConfig(n_species=5)
+    with pytest.raises(ValueError, match="unseen_species"):
+        SyntheticConfig(unseen_species=80)
 
 
 # ------------------------------------------------------------------------- env

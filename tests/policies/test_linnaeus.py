@@ -200,3 +200,28 @@ def test_checkpoint_round_trip(checkpoint: Path) -> None:
     model, meta = load_phase1(checkpoint)
     env = make()
     assert model.num_classes == env.tree.num_classes and meta["tree_fingerprint"] == env.tree.fingerprint()
+
+
+@pytest.mark.parametrize(("env_id", "hierarchy"), [("Taxonomy-v0", False), ("Taxonomy-v0", True),
+                                                   ("TaxonomyMultitask-v0", False)])
+def test_selective_answers_agree_with_played_episodes(checkpoint: Path, env_id: str, hierarchy: bool) -> None:
+    env = make(env_id, **({"hierarchy_consistent": True} if hierarchy else {}))
+    policy = policy_for(env, checkpoint)
+    images = env.data.images.transpose(0, 3, 1, 2)
+    tree = env.tree if hierarchy else None
+    with th.no_grad():  # image-dependent abstain scores, centred so that about half abstain at each rank
+        policy.abstain_head[-1].weight.normal_(0.0, 3.0)
+        policy.abstain_head[-1].bias.zero_()
+        policy.abstain_head[-1].bias.add_(th.as_tensor(np.median(policy.selective_answers(images, tree)[1], axis=0)))
+    classes, margins = policy.selective_answers(images, tree, batch_size=7)
+    covered = np.cumprod(margins >= 0, axis=1).astype(bool)
+    expected = np.where(covered, classes, 0)
+    assert 0 < covered[:, 0].mean() < 1 and 0 < covered[:, -1].mean(), "need both answers and abstentions"
+    for case in range(env.n_cases):
+        obs, _ = env.reset(options={"case": case})
+        while True:
+            action, _ = policy.predict(obs, deterministic=True, action_masks=env.action_masks())
+            obs, _, terminated, _, info = env.step(action)
+            if terminated:
+                break
+        assert info["predictions"].tolist() == expected[case].tolist(), case
