@@ -5,15 +5,16 @@ one logit per cell (hard-masked outside the prostate and on cells already chosen
 in the sequential mode, a STOP logit; a value head pools the processed grid and adds
 the clinical values. ::
 
-    obs["features"] (B, 256, G, G) ++ prostate_mask, selected, row, col (B, 4, G, G)
+    obs["features"] (B, 256, G, G) ++ prostate_mask, selected, needle_mask, row, col (B, 5, G, G)
         -> [conv k x k -> BatchNorm -> ReLU] x len(hidden_channels)      shared (B, C, G, G)
         ├─ attention head: 1x1 conv -> (B, G*G) cell logits (masked) [+ STOP logit]
         └─ value head: global average pool ++ clinical -> MLP -> (B, 1)
 
 The mask channels are inputs too, so the processor knows where it has already looked
-(the value of a state depends on it), and so are two coordinate channels (CoordConv):
-convolutions alone cannot tell where in the image a cell is, yet position matters —
-the biopsy needle's path is fixed in the image frame by the probe's needle guide. The seed's width is 256 -> 512 -> 512
+(the value of a state depends on it) and where the biopsy core runs (the needle mask,
+as ProstNFound's data has it: the reward is about the tissue under the needle), and so
+are two coordinate channels (CoordConv), since convolutions alone cannot tell where in
+the image a cell is. The seed's width is 256 -> 512 -> 512
 (``hidden_channels=(512, 512)``, the default); ``train/hyperparams/maskable-ppo.yml``
 uses a narrower processor so that CPU training takes minutes.
 
@@ -45,9 +46,10 @@ __all__ = ["AttentionTrunk", "AttentionHeads", "AttentionPolicy", "CellSetDistri
 
 def _grid_shape(observation_space: spaces.Dict) -> tuple[int, int]:
     """(channels, G) of the ``features`` sub-space; clear errors for the wrong env."""
-    if not isinstance(observation_space, spaces.Dict) or "features" not in observation_space.spaces:
+    required = ("features", "prostate_mask", "needle_mask", "clinical", "selected")
+    if not isinstance(observation_space, spaces.Dict) or any(k not in observation_space.spaces for k in required):
         raise TypeError(
-            "AttentionPolicy needs a Dict observation with keys features, prostate_mask, clinical, selected"
+            f"AttentionPolicy needs a Dict observation with keys {', '.join(required)}"
             f" (Prostate-v0); got {observation_space}"
         )
     shape = observation_space["features"].shape
@@ -74,7 +76,7 @@ class AttentionTrunk(BaseFeaturesExtractor):
             )
         super().__init__(observation_space, hidden_channels[-1] * G * G + 2 * G * G + n_clinical)
         layers: list[nn.Module] = []
-        channels = in_channels + 4
+        channels = in_channels + 5
         for width, kernel in zip(hidden_channels, kernels):
             layers += [nn.Conv2d(channels, width, kernel, padding=kernel // 2), nn.BatchNorm2d(width), nn.ReLU()]
             channels = width
@@ -85,8 +87,9 @@ class AttentionTrunk(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         masks = torch.stack([observations["prostate_mask"], observations["selected"]], dim=1)  # (B, 2, G, G)
+        needle = observations["needle_mask"][:, None]  # (B, 1, G, G)
         coordinates = self.coordinates.expand(masks.shape[0], -1, -1, -1)  # (B, 2, G, G)
-        x = torch.cat([observations["features"], masks, coordinates], dim=1)  # (B, 256+4, G, G)
+        x = torch.cat([observations["features"], masks, needle, coordinates], dim=1)  # (B, 256+5, G, G)
         processed = self.processor(x)  # (B, C, G, G)
         clinical = observations["clinical"].flatten(1)  # (B, n_clinical)
         return torch.cat([processed.flatten(1), masks.flatten(1), clinical], dim=1)  # (B, features_dim)

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 from agents.baselines.amg import AMGDirectionAgent, AMGRandomKPerRowAgent
 from agents.baselines.common import RandomAgent
-from agents.baselines.prostate import ProstateCenterAgent, ProstateRandomCellAgent, ProstateStopAgent
+from agents.baselines.prostate import (
+    LesionProbeAgent,
+    NeedlePathAgent,
+    NeedleRandomAgent,
+    ProstateCenterAgent,
+    ProstateRandomCellAgent,
+    ProstateStopAgent,
+)
 from agents.baselines.taxonomy import TaxonomyThresholdAgent
 
 __all__ = [
     "AMGDirectionAgent",
     "AMGRandomKPerRowAgent",
+    "LesionProbeAgent",
+    "NeedlePathAgent",
+    "NeedleRandomAgent",
     "ProstateCenterAgent",
     "ProstateRandomCellAgent",
     "ProstateStopAgent",

@@ -43,6 +43,7 @@ __all__ = [
     "BackboneConfig",
     "backbone_config",
     "build_image_encoder",
+    "load_sam_module",
     "load_sam_state_dict",
     "preprocess_bmode",
     "tiny_backbone",
@@ -139,14 +140,53 @@ def backbone_config(name: BackboneName | str = BackboneName.SMALL, sam_checkpoin
 
 
 def load_sam_state_dict(path: str | os.PathLike[str], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries of a SAM checkpoint under ``prefix`` (e.g. ``"image_encoder."``), prefix removed."""
-    state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    """The entries of a SAM checkpoint under ``prefix`` (e.g. ``"image_encoder."``), prefix removed.
+
+    A SAM / MedSAM checkpoint is a state dict of the whole ``Sam`` model (keys
+    ``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``), possibly wrapped as
+    ``{"model": state_dict}``.
+    """
+    path = Path(path).expanduser()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for non-checkpoint files
+        raise ValueError(f"SAM checkpoint {path} cannot be read as a torch state dict ({type(err).__name__}: {err})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not isinstance(state, dict):
+        raise ValueError(f"SAM checkpoint {path} holds a {type(state).__name__}, not a state dict")
+    selected = {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
     if not selected:
-        raise ValueError(f"checkpoint {path} has no '{prefix}*' entries; is it a SAM/MedSAM state dict?")
+        raise ValueError(
+            f"SAM checkpoint {path} has no '{prefix}*' entries; is it a SAM/MedSAM state dict"
+            " (keys image_encoder.*, prompt_encoder.*, mask_decoder.*)?"
+        )
     return selected
+
+
+def load_sam_module(module: torch.nn.Module, path: str | os.PathLike[str], prefix: str) -> None:
+    """Load ``module`` from the ``prefix`` entries of a SAM checkpoint, strictly: missing
+    or unexpected keys and shape mismatches are a ValueError that names them."""
+    state = load_sam_state_dict(path, prefix)
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)
+    )
+    if missing or unexpected or mismatched:
+        def listing(keys: list[str]) -> str:
+            shown = ", ".join(prefix + k for k in keys[:8])
+            return shown + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+        problems = [f"missing keys {listing(missing)}" if missing else "",
+                    f"unexpected keys {listing(unexpected)}" if unexpected else "",
+                    f"shape mismatches {listing(mismatched)}" if mismatched else ""]
+        raise ValueError(
+            f"SAM checkpoint {path} does not fit {type(module).__name__} ({'; '.join(p for p in problems if p)});"
+            " expected a complete SAM/MedSAM ViT-B checkpoint"
+        )
+    module.load_state_dict(state)
 
 
 def build_image_encoder(config: BackboneConfig) -> ImageEncoderViT:
@@ -168,7 +208,7 @@ def build_image_encoder(config: BackboneConfig) -> ImageEncoderViT:
             global_attn_indexes=config.global_attn_indexes,
         )
     if config.checkpoint is not None:
-        encoder.load_state_dict(load_sam_state_dict(config.checkpoint, "image_encoder."))
+        load_sam_module(encoder, config.checkpoint, "image_encoder.")
     return encoder.eval()
 
 

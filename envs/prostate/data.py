@@ -286,6 +286,14 @@ class ProstateCohort:
                 needle_mask=np.asarray(f["needle_mask"][core_id]).astype(bool),
             )
 
+    def read_lesion_mask(self, core_id: str) -> np.ndarray | None:
+        """One core's (H, W) bool lesion ground truth, or None when the cohort has none
+        (real cohorts; only the phantom writes the optional ``lesion_mask`` group)."""
+        with h5py.File(self.h5_path, "r") as f:
+            if "lesion_mask" not in f or core_id not in f["lesion_mask"]:
+                return None
+            return np.asarray(f["lesion_mask"][core_id]).astype(bool)
+
     def fingerprint(self) -> str:
         """A short id of the files' location, sizes and modification times, used to key
         caches so that editing a cohort invalidates its features and decoder."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from envs.cache import is_complete
 from envs.prostate.backbone import EMBED_CHANNELS, BackboneConfig
 from envs.prostate.data import clinical_bounds, normalize_clinical
 from envs.prostate.encoded_cohort import load_encoded_cohort
@@ -56,7 +57,7 @@ class ProstateEnv(gym.Env):
     clinical prompts) predicts a cancer heatmap and a csPCa probability. The agent
     chooses the *attention points* — cells of the encoder's G x G feature grid —
     that prompt the decoder. The decoder sees the image only in glimpses around the
-    points (``glimpse_radius`` of the decoder checkpoint, 1.5 cells by default), so
+    points (``glimpse_radius`` of the decoder checkpoint, 1 cell by default), so
     points on the lesion let it see the lesion; points elsewhere do not. The reward
     scores the decoder's verdict against the pathology of the core.
 
@@ -88,6 +89,8 @@ class ProstateEnv(gym.Env):
     | ``features``     | (256, G, G)  | float32 | cached SAM image-encoder features (unitless, LayerNorm'd;   |
     |                  |              |         | within +-65504, the float16 range of the cache)             |
     | ``prostate_mask``| (G, G)       | int8    | 1 where the cell is at least half inside the prostate       |
+    | ``needle_mask``  | (G, G)       | int8    | 1 where at least 10 % of the cell is on the biopsy core     |
+    |                  |              |         | (the needle inside the prostate; ``NEEDLE_FRACTION``)       |
     | ``clinical``     | (4,)         | float32 | age, PSA, PSA density, family history, standardised (see    |
     |                  |              |         | ``CLINICAL_REFERENCE``; missing values are 0, the centre;   |
     |                  |              |         | bounds from the validated raw ranges)                       |
@@ -148,7 +151,8 @@ class ProstateEnv(gym.Env):
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. Observation key ``needle_mask`` added with the phantom's
+      version 3 (lesions along and beside the needle).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
@@ -211,6 +215,7 @@ class ProstateEnv(gym.Env):
         self._cores = self.feature_file.cores([r.core_id for r in self.records])
         self._core_weights = self._cores.core_weights  # (N, 4G, 4G)
         self._allowed = self._cores.allowed  # (N, G*G)
+        self._needle = self._cores.needle_cells  # (N, G*G)
         self._clinical, self._clinical_present = normalize_clinical(np.stack([r.clinical for r in self.records]))
         self._case_index = {r.core_id: i for i, r in enumerate(self.records)}
 
@@ -219,6 +224,7 @@ class ProstateEnv(gym.Env):
             {
                 "features": spaces.Box(-FEATURE_BOUND, FEATURE_BOUND, (EMBED_CHANNELS, G, G), np.float32),
                 "prostate_mask": spaces.MultiBinary([G, G]),
+                "needle_mask": spaces.MultiBinary([G, G]),
                 "clinical": spaces.Box(clinical_low, clinical_high, dtype=np.float32),
                 "selected": spaces.MultiBinary([G, G]),
             }
@@ -242,7 +248,7 @@ class ProstateEnv(gym.Env):
         if path is not None:
             return load_decoder(path, self.backbone, self.device)
         default = default_decoder_path(self.backbone, self.cohort, cache_dir)
-        if default.is_file():
+        if is_complete(default):
             return load_decoder(default, self.backbone, self.device)
         if on_missing is MissingDecoder.RAISE:
             raise FileNotFoundError(
@@ -368,6 +374,7 @@ class ProstateEnv(gym.Env):
         return {
             "features": self._features.copy(),
             "prostate_mask": self._allowed[self._case].reshape(G, G).astype(np.int8),
+            "needle_mask": self._needle[self._case].reshape(G, G).astype(np.int8),
             "clinical": self._clinical[self._case].copy(),
             "selected": self._selected.reshape(G, G).astype(np.int8),
         }

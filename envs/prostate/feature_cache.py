@@ -26,14 +26,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from envs.cache import cache_path
-from envs.prostate.backbone import EMBED_CHANNELS, BackboneConfig, build_image_encoder, preprocess_bmode
+from envs.cache import cache_path, is_complete, publish
+from envs.prostate.backbone import EMBED_CHANNELS, HEATMAP_UPSCALE, BackboneConfig, build_image_encoder, preprocess_bmode
 from envs.prostate.data import ProstateCohort
 
-__all__ = ["ALLOWED_FRACTION", "CachedCores", "FeatureFile", "ensure_features"]
+__all__ = ["ALLOWED_FRACTION", "NEEDLE_FRACTION", "CachedCores", "FeatureFile", "ensure_features"]
 
 ALLOWED_FRACTION = 0.5
 """A point may go to a cell at least this fraction inside the prostate."""
+NEEDLE_FRACTION = 0.1
+"""A cell is on the biopsy core (the needle inside the prostate) when at least this
+fraction of its area is."""
 
 _CORE_IDS = "core_ids"
 _FEATURES = "features"
@@ -77,6 +80,13 @@ class CachedCores:
         """(N, G*G) bool: the cells a point may go to (see :data:`ALLOWED_FRACTION`)."""
         return (self.prostate_fraction >= ALLOWED_FRACTION).reshape(len(self), -1)
 
+    @property
+    def needle_cells(self) -> np.ndarray:
+        """(N, G*G) bool: the cells the biopsy core passes through (see :data:`NEEDLE_FRACTION`),
+        from the 4G x 4G core weights pooled to the feature grid."""
+        pooled = F.avg_pool2d(torch.from_numpy(self.core_weights)[:, None], HEATMAP_UPSCALE)[:, 0]  # (N, G, G)
+        return (pooled.numpy() >= NEEDLE_FRACTION).reshape(len(self), -1)
+
     def features(self, i: int) -> np.ndarray:
         """Features of the i-th core as float32 (256, G, G)."""
         if self._h5 is None:
@@ -116,17 +126,21 @@ def ensure_features(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> FeatureFile:
     """Encode every core of ``cohort`` once (cached); return the feature file.
 
+    ``batch_size`` images per encoder call; None = 8 below 1024 px and 1 from 1024 px
+    (ViT-B's global attention over 64 x 64 tokens needs ~1 GB per image).
     The file is written under a temporary name and renamed, so concurrent envs never
     read a half-written cache.
     """
     path = _feature_path(cohort, config, cache_dir)
     G, H = config.grid_size, config.heatmap_size
-    if path.is_file():
+    if batch_size is None:
+        batch_size = 1 if config.img_size >= 1024 else 8
+    if is_complete(path):
         return FeatureFile(path, G)
     encoder = build_image_encoder(config).to(device)
     core_ids = cohort.core_ids
@@ -154,5 +168,5 @@ def ensure_features(
                 weights[start + i] = _area_fraction(core.prostate_mask & core.needle_mask, H)
             bar.update(len(batch_ids))
         bar.close()
-    os.replace(tmp, path)
+    publish(tmp, path)
     return FeatureFile(path, G)

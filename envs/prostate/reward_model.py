@@ -37,8 +37,8 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
-from envs.cache import cache_path
-from envs.prostate.backbone import EMBED_CHANNELS, HEATMAP_UPSCALE, BackboneConfig, load_sam_state_dict
+from envs.cache import cache_path, publish
+from envs.prostate.backbone import EMBED_CHANNELS, HEATMAP_UPSCALE, BackboneConfig, load_sam_module
 from envs.prostate.data import CLINICAL_COLUMNS, ProstateCohort
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "SAM_TRANSFORMER",
     "DecoderConfig",
     "ProstateDecoder",
     "DecoderOutput",
@@ -59,6 +60,9 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "sciencegym-prostate-decoder-v1"
+
+SAM_TRANSFORMER = {"transformer_depth": 2, "mlp_dim": 2048, "num_heads": 8}
+"""SAM's two-way transformer; a decoder initialised from a SAM/MedSAM checkpoint has it."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class DecoderConfig:
     """Hidden width of the two-way transformer's MLPs (SAM uses 2048)."""
     num_heads: int = 8
     class_hidden: int = 128
-    glimpse_radius: float | None = 1.5
+    glimpse_radius: float | None = 1.0
     """Cells within this distance (in cells, centre to centre) of a point are visible to
     the decoder; None = the whole image is visible."""
     n_clinical: int = len(CLINICAL_COLUMNS)
@@ -178,9 +182,11 @@ class ProstateDecoder(nn.Module):
         self.class_head = nn.Sequential(nn.Linear(C, config.class_hidden), nn.GELU(), nn.Linear(config.class_hidden, 2))
 
     def load_sam_weights(self, checkpoint: str | os.PathLike[str]) -> None:
-        """Initialise the prompt encoder and mask decoder from a SAM / MedSAM checkpoint."""
-        self.prompt_encoder.load_state_dict(load_sam_state_dict(checkpoint, "prompt_encoder."))
-        self.mask_decoder.load_state_dict(load_sam_state_dict(checkpoint, "mask_decoder."))
+        """Initialise the prompt encoder and mask decoder from a SAM / MedSAM checkpoint, as
+        ProstNFound starts from MedSAM. Needs SAM's architecture (``SAM_TRANSFORMER``); a
+        partial or mismatched checkpoint is a ValueError naming the keys."""
+        load_sam_module(self.prompt_encoder, checkpoint, "prompt_encoder.")
+        load_sam_module(self.mask_decoder, checkpoint, "mask_decoder.")
 
     def forward(
         self,
@@ -265,7 +271,7 @@ def save_decoder(decoder: ProstateDecoder, path: str | os.PathLike[str], *, back
     }
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
-    os.replace(tmp, path)
+    publish(tmp, path)
     return path
 
 

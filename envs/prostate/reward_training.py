@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -20,21 +21,24 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from envs.prostate.backbone import HEATMAP_UPSCALE, BackboneConfig
+from envs.prostate.backbone import BackboneConfig
 from envs.prostate.data import ProstateCohort, normalize_clinical
 from envs.prostate.feature_cache import FeatureFile
 from envs.prostate.metrics import binary_auroc
-from envs.prostate.reward_model import CoreScores, DecoderConfig, ProstateDecoder
+from envs.prostate.reward_model import SAM_TRANSFORMER, CoreScores, DecoderConfig, ProstateDecoder
 from envs.splits import Split
 from rewards.prostate import RewardMode, reward_components
 
 __all__ = [
     "DecoderTrainingConfig",
     "CoreBatch",
+    "LESION_CELL_FRACTION",
+    "lesion_cell_labels",
     "load_core_batch",
     "sample_random_cells",
     "evaluate_decoder",
     "reward_component_stats",
+    "initial_decoder",
     "fit_decoder",
 ]
 
@@ -58,17 +62,26 @@ class DecoderTrainingConfig:
     passes through rather than from the whole prostate. Uniform points rarely land on a
     lesion, so without this the decoder gets too few examples of reading a lesion to
     learn it (and learns to rely on clinical values alone)."""
+    lesion_point_fraction: float = 0.25
+    """Fraction of samples whose random points are drawn from cells at or next to a lesion
+    (lesion ground truth of the train split; only the phantom has it, so real cohorts
+    skip this). Without examples of glimpses that contain a lesion, a decoder with small
+    glimpses never learns to read one. Taken before ``needle_point_fraction``."""
     class_weight: float = 0.5
     """Weight of the csPCa cross-entropy against the involvement BCE."""
     cspca_threshold: int = 2
     """Grade group from which a core counts as clinically significant (class head target)."""
     grad_clip: float = 1.0
     transformer_depth: int = 1
-    """Two-way transformer blocks (SAM: 2; one keeps CPU pre-training to minutes)."""
+    """Two-way transformer blocks (SAM: 2; one keeps CPU pre-training to minutes). Ignored
+    when a SAM checkpoint initialises the decoder (SAM's 2 blocks are used)."""
     mlp_dim: int = 256
-    """Transformer MLP width (SAM: 2048)."""
+    """Transformer MLP width (SAM: 2048; ignored, like ``transformer_depth``, with a SAM checkpoint)."""
     class_hidden: int = 128
-    glimpse_radius: float | None = 1.5
+    glimpse_radius: float | None = 1.0
+    """Cells the decoder sees around each point (in cells; 1.0 = the cell and its four
+    neighbours). Small enough that k = 3 glimpses do not cover a whole biopsy core, so
+    where along the needle one looks matters; None = the whole image."""
     val_repeats: int = 2
     """Random point sets per validation core when measuring AUROC."""
     seed: int = 0
@@ -80,8 +93,9 @@ class DecoderTrainingConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DecoderTrainingConfig.{name} must be a positive int, got {value!r}")
-        if not 0.0 <= self.needle_point_fraction <= 1.0:
-            raise ValueError(f"DecoderTrainingConfig.needle_point_fraction must be in [0, 1], got {self.needle_point_fraction}")
+        for name in ("needle_point_fraction", "lesion_point_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"DecoderTrainingConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.p_no_points < 1.0:
             raise ValueError(f"DecoderTrainingConfig.p_no_points must be in [0, 1), got {self.p_no_points}")
         if not 1 <= self.cspca_threshold <= 5:
@@ -102,10 +116,16 @@ class DecoderTrainingConfig:
         return cls(**values)
 
     def decoder_config(self, backbone: BackboneConfig) -> DecoderConfig:
-        """The architecture to train on ``backbone``'s feature grid."""
+        """The architecture to train on ``backbone``'s feature grid. With a SAM/MedSAM
+        checkpoint the decoder starts from its weights, so it takes SAM's transformer
+        (:data:`~envs.prostate.reward_model.SAM_TRANSFORMER`) instead of
+        ``transformer_depth`` / ``mlp_dim``."""
+        transformer = {"transformer_depth": self.transformer_depth, "mlp_dim": self.mlp_dim}
+        if backbone.checkpoint is not None:
+            transformer = SAM_TRANSFORMER
         return DecoderConfig(
-            grid_size=backbone.grid_size, img_size=backbone.img_size, transformer_depth=self.transformer_depth,
-            mlp_dim=self.mlp_dim, class_hidden=self.class_hidden, glimpse_radius=self.glimpse_radius,
+            grid_size=backbone.grid_size, img_size=backbone.img_size, class_hidden=self.class_hidden,
+            glimpse_radius=self.glimpse_radius, **transformer,
         )
 
 
@@ -125,6 +145,9 @@ class CoreBatch:
     """(N, G*G) bool: allowed cells that the biopsy core passes through (>= 10 % of the cell)."""
     core_weights: torch.Tensor
     """(N, 4G, 4G) float32 prostate-and-needle area fractions."""
+    lesion_cells: torch.Tensor | None
+    """(N, G*G) bool: allowed cells at or next to a lesion (None: the cohort has no lesion
+    ground truth)."""
     clinical: torch.Tensor
     """(N, 4) standardised, missing = 0."""
     clinical_present: torch.Tensor
@@ -135,26 +158,52 @@ class CoreBatch:
     """(N,) long, 0-5."""
 
 
+LESION_CELL_FRACTION = 0.25
+"""A feature cell counts as lesion when at least this fraction of its area is."""
+
+
+def lesion_cell_labels(cohort: ProstateCohort, core_ids: Sequence[str], grid_size: int) -> np.ndarray | None:
+    """(N, G*G) bool: cells at least :data:`LESION_CELL_FRACTION` lesion, from the cohort's
+    lesion ground truth; None if any core has none (real cohorts)."""
+    labels = []
+    for core_id in core_ids:
+        mask = cohort.read_lesion_mask(core_id)
+        if mask is None:
+            return None
+        pooled = F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], (grid_size, grid_size))
+        labels.append(pooled.reshape(-1).numpy() >= LESION_CELL_FRACTION)  # (G*G,)
+    return np.stack(labels) if labels else np.zeros((0, grid_size * grid_size), dtype=bool)
+
+
 def load_core_batch(cohort: ProstateCohort, features: FeatureFile, split: Split | str) -> CoreBatch:
     """All cores of ``split`` with their cached features (used for decoder training)."""
     records = cohort.cores(split)
     cached = features.cores([r.core_id for r in records])
     weights = cached.core_weights  # (N, 4G, 4G)
     clinical, present = normalize_clinical(np.stack([r.clinical for r in records]))  # (N, 4) each
-    N = len(records)
     allowed = torch.from_numpy(cached.allowed)  # (N, G*G)
-    core_cells = F.avg_pool2d(torch.from_numpy(weights)[:, None], HEATMAP_UPSCALE)[:, 0]  # (N, G, G)
     return CoreBatch(
         core_ids=[r.core_id for r in records],
         features=torch.from_numpy(cached.all_features()),
         allowed=allowed,
-        needle_cells=allowed & (core_cells.reshape(N, -1) >= 0.1),
+        needle_cells=allowed & torch.from_numpy(cached.needle_cells),
         core_weights=torch.from_numpy(weights),
+        lesion_cells=_near_lesion(lesion_cell_labels(cohort, [r.core_id for r in records], features.grid_size),
+                                  allowed, features.grid_size),
         clinical=torch.from_numpy(clinical),
         clinical_present=torch.from_numpy(present),
         involvement=torch.tensor([r.involvement for r in records], dtype=torch.float32),
         grade_group=torch.tensor([r.grade_group for r in records], dtype=torch.long),
     )
+
+
+def _near_lesion(labels: np.ndarray | None, allowed: torch.Tensor, grid_size: int) -> torch.Tensor | None:
+    """Lesion cells grown by one cell (3 x 3), within the allowed cells; None stays None."""
+    if labels is None:
+        return None
+    grid = torch.from_numpy(labels).float().view(-1, 1, grid_size, grid_size)  # (N, 1, G, G)
+    grown = F.max_pool2d(grid, 3, stride=1, padding=1).view(len(labels), -1) > 0  # (N, G*G)
+    return grown & allowed
 
 
 def sample_random_cells(allowed: torch.Tensor, n_points: torch.Tensor, k_max: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,6 +310,18 @@ def reward_component_stats(decoder: ProstateDecoder, batch: CoreBatch, max_point
     return stats
 
 
+def initial_decoder(config: DecoderTrainingConfig, backbone: BackboneConfig) -> ProstateDecoder:
+    """The decoder before training: seeded random weights, with the prompt encoder and mask
+    decoder loaded from the backbone's SAM/MedSAM checkpoint when it has one (as
+    ProstNFound starts from MedSAM)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        decoder = ProstateDecoder(config.decoder_config(backbone))
+    if backbone.checkpoint is not None:
+        decoder.load_sam_weights(backbone.checkpoint)
+    return decoder
+
+
 def fit_decoder(
     cohort: ProstateCohort,
     features: FeatureFile,
@@ -277,12 +338,7 @@ def fit_decoder(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            decoder = ProstateDecoder(config.decoder_config(backbone))
-        if backbone.checkpoint is not None:
-            decoder.load_sam_weights(backbone.checkpoint)
-        decoder.to(device)
+        decoder = initial_decoder(config, backbone).to(device)
         train = load_core_batch(cohort, features, Split.TRAIN)
         val = load_core_batch(cohort, features, Split.VAL)
         if len(train.core_ids) == 0 or len(val.core_ids) == 0:
@@ -306,6 +362,10 @@ def fit_decoder(
                 on_needle = (torch.rand(len(idx), generator=generator) < config.needle_point_fraction)[:, None]
                 on_needle &= train.needle_cells[idx].any(dim=1, keepdim=True)
                 candidates = torch.where(on_needle, train.needle_cells[idx], train.allowed[idx])  # (b, G*G)
+                if train.lesion_cells is not None:
+                    on_lesion = (torch.rand(len(idx), generator=generator) < config.lesion_point_fraction)[:, None]
+                    on_lesion &= train.lesion_cells[idx].any(dim=1, keepdim=True)
+                    candidates = torch.where(on_lesion, train.lesion_cells[idx], candidates)  # (b, G*G)
                 cells, valid = sample_random_cells(candidates, counts, config.max_points, generator)
                 loss = _decoder_loss(decoder, train, idx, cells, valid, config, device)
                 optimizer.zero_grad()

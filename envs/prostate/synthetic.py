@@ -12,8 +12,14 @@ Prostate-v0 runs on this phantom. What it models, and why:
   prostate.
 * **Lesions**: small hypoechoic regions whose contrast grows with grade group (GG1 is
   faint). They are visible only where they are: the rest of the gland looks the same
-  whether or not the patient has cancer. A core's involvement is the fraction of
-  needle-in-prostate pixels covered by lesion (slivers under 2 % are missed, as a
+  whether or not the patient has cancer. Biopsies are targeted, so most shown lesions
+  (``lesion_near_needle``) sit near the needle path — at a uniformly random point
+  *along* the core, shifted *across* it by up to ``lesion_lateral_offset`` (so some lie
+  beside the needle, or just off it, yet within a glimpse of a point on it); the rest
+  lie anywhere in the gland. Radii are drawn from ``lesion_radius``. Where a lesion
+  sits thus varies from core to core and only the B-mode tells: no fixed placement of a
+  few points along the needle sees every lesion. A core's involvement is the fraction
+  of needle-in-prostate pixels covered by lesion (slivers under 2 % are missed, as a
   pathologist would); its grade group is the highest grade it hits.
 * **Patients**: several cores each (different imaging planes), a patient-level
   disease grade, and clinical values correlated with it (age, PSA, PSA density,
@@ -66,11 +72,16 @@ class SyntheticCohortConfig:
     """Fractions of patients in train, val, test."""
     lesion_in_view: float = 0.75
     """P(a core image of a cancer patient shows a lesion)."""
-    lesion_on_needle: float = 0.65
-    """P(a shown lesion is centred on the needle path) — biopsies are targeted."""
+    lesion_near_needle: float = 0.65
+    """P(a shown lesion is placed near the needle path) — biopsies are targeted."""
+    lesion_lateral_offset: float = 0.07
+    """Largest shift of a near-needle lesion's centre across the needle, in image
+    fractions (the needle band is 0.05 wide; one feature cell is 1/16 at 256 px)."""
+    lesion_radius: tuple[float, float] = (0.04, 0.07)
+    """Range of a lesion's two semi-axes, in image fractions (uniform)."""
     seed: int = 0
     """Seed of the whole cohort."""
-    version: int = field(default=2, repr=False)
+    version: int = field(default=3, repr=False)
     """Bumped when the generator changes, so caches of older phantoms are not reused."""
 
     def __post_init__(self) -> None:
@@ -86,10 +97,18 @@ class SyntheticCohortConfig:
                 f"SyntheticCohortConfig.split_fractions must be 3 positive numbers summing to 1, got {self.split_fractions}"
             )
         object.__setattr__(self, "split_fractions", fractions)
-        for name in ("lesion_in_view", "lesion_on_needle"):
+        for name in ("lesion_in_view", "lesion_near_needle"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"SyntheticCohortConfig.{name} must be in [0, 1], got {value}")
+        if not 0.0 <= self.lesion_lateral_offset <= 0.5:
+            raise ValueError(f"SyntheticCohortConfig.lesion_lateral_offset must be in [0, 0.5], got {self.lesion_lateral_offset}")
+        radius = tuple(float(r) for r in self.lesion_radius)
+        if len(radius) != 2 or not 0.0 < radius[0] <= radius[1] <= 0.5:
+            raise ValueError(
+                f"SyntheticCohortConfig.lesion_radius must be (low, high) with 0 < low <= high <= 0.5, got {self.lesion_radius}"
+            )
+        object.__setattr__(self, "lesion_radius", radius)
 
     @property
     def key(self) -> str:
@@ -181,16 +200,18 @@ def _core(
         n_lesions = 2 if rng.random() < 0.2 else 1
         for i in range(n_lesions):
             lesion_grade = grade if i == 0 else int(max(1, grade - rng.integers(0, 2)))
-            if rng.random() < config.lesion_on_needle:
-                ys, xs = np.nonzero(core_region)
-                pick = int(rng.integers(len(ys)))
-                lu = (xs[pick] + 0.5) / size + rng.normal(0, 0.015)
-                lv = (ys[pick] + 0.5) / size + rng.normal(0, 0.015)
+            if rng.random() < config.lesion_near_needle:
+                span = along[core_region]  # where the needle runs inside the prostate
+                t = rng.uniform(span.min(), span.max())
+                shift = rng.uniform(-config.lesion_lateral_offset, config.lesion_lateral_offset)
+                # centre = entry + t * direction + shift * (unit vector across the needle)
+                lu = entry_u + t * direction[0] + shift * direction[1]
+                lv = 1.0 + t * direction[1] - shift * direction[0]
             else:
                 inner = np.nonzero(level < 0.6)
                 pick = int(rng.integers(len(inner[0])))
                 lu, lv = (inner[1][pick] + 0.5) / size, (inner[0][pick] + 0.5) / size
-            ra, rb = rng.uniform(0.045, 0.08), rng.uniform(0.045, 0.08)
+            ra, rb = rng.uniform(*config.lesion_radius), rng.uniform(*config.lesion_radius)
             wobble = _smooth_field(rng, size, correlation=1 / 40)
             lesion = (_ellipse(u, v, lu, lv, ra, rb, rng.uniform(0, np.pi)) < 1.0 + 0.35 * wobble) & prostate
             lesions.append((lesion, lesion_grade))

@@ -361,9 +361,10 @@ def test_evaluator_reports_metrics_and_baselines_on_the_test_split(env_kwargs: d
     keys = ("mean_reward", "std_reward", "n_episodes", "core_auroc", "sensitivity_at_40_specificity", "balanced_accuracy")
     for key in keys:
         assert key in result
-    assert set(result["baselines"]) == {"none", "random", "center"}
+    assert set(result["baselines"]) == {"none", "random", "center", "needle_path", "needle_random", "lesion_probe"}
     assert result["baselines"]["none"]["mean_points"] == 0.0
-    assert result["baselines"]["random"]["mean_points"] == 3.0
+    for name in ("random", "needle_path", "needle_random", "lesion_probe"):
+        assert result["baselines"][name]["mean_points"] == 3.0, name
     assert result["n_episodes"] == result["test_cores"]
     # the evaluator reports plain rewards: the center agent matches the center baseline
     assert result["mean_reward"] == pytest.approx(result["baselines"]["center"]["mean_reward"])

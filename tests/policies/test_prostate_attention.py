@@ -29,6 +29,7 @@ def _spaces(with_stop: bool = True) -> tuple[spaces.Dict, spaces.Discrete]:
         {
             "features": spaces.Box(-10, 10, (256, G, G), np.float32),
             "prostate_mask": spaces.MultiBinary([G, G]),
+            "needle_mask": spaces.MultiBinary([G, G]),
             "clinical": spaces.Box(-10, 10, (4,), np.float32),
             "selected": spaces.MultiBinary([G, G]),
         }
@@ -42,9 +43,12 @@ def _obs(batch: int = 2) -> dict[str, torch.Tensor]:
     prostate[:, 1:5, 1:4] = 1
     selected = torch.zeros(batch, G, G)
     selected[:, 2, 2] = 1
+    needle = torch.zeros(batch, G, G)
+    needle[:, 1:5, 2] = 1
     return {
         "features": torch.randn(batch, 256, G, G, generator=generator),
         "prostate_mask": prostate,
+        "needle_mask": needle,
         "clinical": torch.randn(batch, 4, generator=generator),
         "selected": selected,
     }
