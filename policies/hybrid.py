@@ -8,13 +8,19 @@ envs (``envs.hydrogel.wrappers.HybridBoxAction``)::
 Architecture (seed 003, section 3.2): shared trunk Linear-LayerNorm-ReLU x 2 (256),
 then a polymer head Categorical(24), a formulation head Normal(4) squashed into the
 physical ranges (log scale for stiffness and half-life), a coverage head
-Categorical(4) (:class:`policies.distributions.HybridDistribution`) and a critic.
+Categorical(4) and a critic. ``conditioning`` (:class:`Conditioning`) chooses how the
+heads relate: ``polymer`` (default) conditions the formulation and coverage on the
+chosen polymer and squashes the formulation into that polymer's feasible window
+(:class:`policies.hybrid_autoregressive.PolymerConditionedDistribution`);
+``independent`` keeps the seed's three independent heads
+(:class:`policies.distributions.HybridDistribution`), for ablations.
 The discrete slots of every action are exact integers, so SB3's clipping to the Box
 bounds never changes them.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +31,25 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from envs.hydrogel.library import FORMULATION_LOG_SCALE
+from envs.hydrogel.library import FORMULATION_LOG_SCALE, polymer_table
 from policies.distributions import HybridDistribution, SquashedBoxMap
+from policies.hybrid_autoregressive import PolymerConditionedDistribution, WindowSquash
+from rewards.choices import parse_choice
 
-__all__ = ["SharedTrunk", "HybridActorCriticPolicy"]
+__all__ = ["Conditioning", "SharedTrunk", "HybridActorCriticPolicy"]
+
+
+class Conditioning(str, enum.Enum):
+    """How the formulation and coverage heads depend on the polymer.
+
+    - ``polymer``: one formulation mean, log-std and coverage head per polymer, chosen by
+      the sampled polymer (autoregressive; exact joint log-prob and entropy).
+    - ``independent``: one formulation mean and coverage head for every polymer (the
+      seed's architecture).
+    """
+
+    POLYMER = "polymer"
+    INDEPENDENT = "independent"
 
 
 class SharedTrunk(nn.Module):
@@ -68,6 +89,7 @@ class HybridActorCriticPolicy(ActorCriticPolicy):
         log_scale: per continuous dimension, whether it is squashed on a log scale
             (default: the hydrogel formulation's, stiffness and half-life).
         log_std_init: initial log-std of the latent Normal.
+        conditioning: ``"polymer"`` (default) or ``"independent"`` (:class:`Conditioning`).
     """
 
     def __init__(
@@ -78,6 +100,7 @@ class HybridActorCriticPolicy(ActorCriticPolicy):
         net_arch: Sequence[int] | None = None,
         log_scale: Sequence[bool] | None = None,
         log_std_init: float = 0.0,
+        conditioning: Conditioning | str = Conditioning.POLYMER,
         **kwargs: Any,
     ) -> None:
         if not isinstance(action_space, spaces.Box) or action_space.shape is None or len(action_space.shape) != 1 \
@@ -96,6 +119,7 @@ class HybridActorCriticPolicy(ActorCriticPolicy):
         self.log_scale = flags
         self.hidden = list(net_arch) if net_arch is not None else [256, 256]
         self.log_std_init = log_std_init
+        self.conditioning = parse_choice(Conditioning, conditioning, "conditioning")
         super().__init__(observation_space, action_space, lr_schedule, net_arch=None, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
@@ -105,8 +129,13 @@ class HybridActorCriticPolicy(ActorCriticPolicy):
         self._build_mlp_extractor()
         low = th.as_tensor(self.action_space.low, dtype=th.float64)
         high = th.as_tensor(self.action_space.high, dtype=th.float64)
-        squash = SquashedBoxMap(low[1:-1], high[1:-1], th.tensor(self.log_scale))
-        self.action_dist = HybridDistribution(int(high[0]) + 1, int(high[-1]) + 1, squash)
+        n_first, n_second = int(high[0]) + 1, int(high[-1]) + 1
+        if self.conditioning is Conditioning.POLYMER:
+            windows = self._polymer_windows(n_first, low[1:-1], high[1:-1])
+            self.action_dist = PolymerConditionedDistribution(n_first, n_second, windows)
+        else:
+            squash = SquashedBoxMap(low[1:-1], high[1:-1], th.tensor(self.log_scale))
+            self.action_dist = HybridDistribution(n_first, n_second, squash)
         latent = self.mlp_extractor.latent_dim_pi
         self.first_head, self.mean_head, self.log_std, self.second_head = self.action_dist.proba_distribution_net(
             latent, self.log_std_init
@@ -121,12 +150,28 @@ class HybridActorCriticPolicy(ActorCriticPolicy):
                 self.init_weights(head[-1], gain=0.01)  # near-uniform, near-centred start
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
-    def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> HybridDistribution:
+    def _polymer_windows(self, n_first: int, box_low: th.Tensor, box_high: th.Tensor) -> WindowSquash:
+        """The library's feasible window of every polymer (they must lie inside the Box)."""
+        table = polymer_table()
+        low, high = table["low"].double(), table["high"].double()  # (24, 4)
+        if low.shape != (n_first, box_low.shape[0]):
+            raise ValueError(
+                f"conditioning='polymer' uses the hydrogel library's {tuple(low.shape)} windows; the action space"
+                f" has {n_first} first-slot choices and {box_low.shape[0]} continuous slots"
+            )
+        if bool((low < box_low - 1e-6).any() or (high > box_high + 1e-6).any()):
+            raise ValueError("the library's polymer windows must lie inside the action Box")
+        return WindowSquash(low, high, th.tensor(self.log_scale))
+
+    def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> HybridDistribution | PolymerConditionedDistribution:
         return self.action_dist.proba_distribution(
             self.first_head(latent_pi), self.mean_head(latent_pi), self.log_std, self.second_head(latent_pi)
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(net_arch=self.hidden, log_scale=self.log_scale, log_std_init=self.log_std_init)
+        data.update(
+            net_arch=self.hidden, log_scale=self.log_scale, log_std_init=self.log_std_init,
+            conditioning=self.conditioning.value,
+        )
         return data

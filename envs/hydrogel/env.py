@@ -76,7 +76,8 @@ class HydrogelEnv(gym.Env):
     polymer not yet tried in this episode (always, in a single-step episode). Range
     about [-3.5, 50]. ``info`` holds each component, every prediction, ``is_optimal``
     (dEF >= 3 and SR >= 15), ``therapeutic`` (dEF >= 5, SR >= 25, strain >= 15),
-    ``best_achievable`` (the oracle's best design score for this patient) and ``regret``
+    ``best_achievable`` (the oracle's best design score for this patient), its polymer
+    ``oracle_polymer`` / ``oracle_polymer_name``, and ``regret``
     = ``(best_achievable - design_score) / |best_achievable|``.
 
     ## Starting State
@@ -168,6 +169,8 @@ class HydrogelEnv(gym.Env):
             case=self._patient_index,
             best_design_score=self._best_score,
         )
+        if "oracle_polymer" in info:
+            info["oracle_polymer_name"] = POLYMERS[info["oracle_polymer"]].name
         return self._observation(), reward, self._step >= self.horizon, False, info
 
     # ------------------------------------------------------------------ helpers

@@ -19,25 +19,36 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs.cache import cache_path
+from envs.cache import cache_path, is_complete, publish
 from envs.hydrogel.library import COVERAGE_BORDER_FRACTION, N_POLYMERS, polymer_table
 from envs.hydrogel.outcome import assess_designs
 from envs.hydrogel.surrogate import OutcomeModel
 from rewards.hydrogel import RewardWeights
 
-__all__ = ["OptimalDesign", "DesignOracle"]
+__all__ = ["ORACLE_VERSION", "OptimalDesign", "DesignOracle"]
+
+ORACLE_VERSION = "oracle-v2"
+"""Part of the cache tag: changes with the grid, the polish or the stored fields."""
 
 _GRID = {"stiffness": 8, "half_life": 6, "conductivity": 4, "thickness": 5}
 
 
 @dataclass(frozen=True)
 class OptimalDesign:
-    """The best design found for one patient and its design score."""
+    """The best design found for one patient and its design score, plus the best design
+    of every polymer (``by_polymer[p] = (score, formulation, coverage)``): what the
+    population-best-polymer baseline and the best-vs-second-polymer gap need."""
 
     design_score: float
     polymer: int
     formulation: tuple[float, float, float, float]
     coverage: int
+    by_polymer: tuple[tuple[float, tuple[float, float, float, float], int], ...] = ()
+
+    @property
+    def polymer_scores(self) -> np.ndarray:
+        """(24,) best design score reachable with each polymer."""
+        return np.array([entry[0] for entry in self.by_polymer])
 
 
 def _axis(low: float, high: float, n: int, log: bool) -> np.ndarray:
@@ -64,6 +75,11 @@ def _design_grid(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.concatenate(polymers), np.concatenate(formulations), np.concatenate(coverages)
 
 
+def _design_from_json(value: dict) -> OptimalDesign:
+    by_polymer = tuple((float(s), tuple(f), int(c)) for s, f, c in value.get("by_polymer", ()))
+    return OptimalDesign(value["design_score"], value["polymer"], tuple(value["formulation"]), value["coverage"], by_polymer)
+
+
 class DesignOracle:
     """Best achievable design score per patient for one outcome model and reward weights.
 
@@ -73,6 +89,7 @@ class DesignOracle:
         cache_key: identifies a deterministic model on disk (``model.cache_key`` when it
             has one); ``None`` keeps results in memory only.
         cache_dir: overrides the cache root.
+        refine_top: grid points polished per (polymer, coverage) and patient.
     """
 
     def __init__(
@@ -81,7 +98,7 @@ class DesignOracle:
         weights: RewardWeights,
         cache_key: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
-        refine_top: int = 16,
+        refine_top: int = 1,
         refine_iterations: int = 40,
         patients_per_batch: int = 32,
     ) -> None:
@@ -93,11 +110,11 @@ class DesignOracle:
         self._memory: dict[str, OptimalDesign] = {}
         self._file = None
         if cache_key is not None:
-            tag = hashlib.sha1(json.dumps([cache_key, asdict(weights)], sort_keys=True).encode()).hexdigest()[:12]
+            tag = hashlib.sha1(json.dumps([cache_key, ORACLE_VERSION, asdict(weights)], sort_keys=True).encode()).hexdigest()[:12]
             self._file = cache_path("hydrogel", f"oracle_{tag}.json", override=cache_dir)
-            if self._file.exists():
+            if is_complete(self._file):
                 stored = json.loads(self._file.read_text())
-                self._memory = {k: OptimalDesign(**{**v, "formulation": tuple(v["formulation"])}) for k, v in stored.items()}
+                self._memory = {k: _design_from_json(v) for k, v in stored.items()}
         self.refine_top = refine_top
         self.refine_iterations = refine_iterations
         self.patients_per_batch = patients_per_batch
@@ -124,7 +141,7 @@ class DesignOracle:
             payload = {k: asdict(v) for k, v in self._memory.items()}
             tmp = self._file.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(payload))
-            tmp.replace(self._file)
+            publish(tmp, self._file)
         return [self._memory[key] for key in keys]
 
     def _score(self, patients: Tensor, polymer: Tensor, formulation: Tensor, coverage: Tensor) -> Tensor:
@@ -136,10 +153,15 @@ class DesignOracle:
         )
         return assessment.design_score  # (B,)
 
-    def _search(self, patients: np.ndarray) -> list[OptimalDesign]:
-        """Grid search then pattern-search polish for (P, 11) patients at once."""
-        x = torch.as_tensor(patients)  # (P, 11)
-        n_patients, k = x.shape[0], self.refine_top
+    @property
+    def grid(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The search grid: polymer (G,) long, formulation (G, 4) physical, coverage (G,) long."""
+        return self._grid
+
+    def grid_scores(self, patients: np.ndarray) -> Tensor:
+        """Design scores (P, G) of every grid design for (P, 11) patients."""
+        x = torch.as_tensor(np.asarray(patients, dtype=np.float32))  # (P, 11)
+        n_patients = x.shape[0]
         polymer, formulation, coverage = self._grid  # (G,), (G, 4), (G,)
         n_grid = polymer.shape[0]
         scores = torch.empty(n_patients, n_grid)  # (P, G)
@@ -151,7 +173,25 @@ class DesignOracle:
                 x.repeat_interleave(m, 0), polymer[g].repeat(n_patients), formulation[g].repeat(n_patients, 1),
                 coverage[g].repeat(n_patients),
             ).reshape(n_patients, m)
-        best_scores, top = torch.topk(scores, k, dim=1)  # (P, K)
+        return scores
+
+    def _search(self, patients: np.ndarray) -> list[OptimalDesign]:
+        """Grid search then pattern-search polish for (P, 11) patients at once."""
+        x = torch.as_tensor(patients)  # (P, 11)
+        n_patients = x.shape[0]
+        polymer, formulation, coverage = self._grid  # (G,), (G, 4), (G,)
+        scores = self.grid_scores(patients)  # (P, G)
+        # The best ``refine_top`` grid points of every (polymer, coverage) block: the polish
+        # moves the formulation only, so every block gets its own start.
+        top_list = []
+        block = polymer * len(COVERAGE_BORDER_FRACTION) + coverage  # (G,)
+        for b in range(N_POLYMERS * len(COVERAGE_BORDER_FRACTION)):
+            members = torch.nonzero(block == b).squeeze(1)  # (M_b,)
+            k_p = min(self.refine_top, members.numel())
+            top_list.append(members[torch.topk(scores[:, members], k_p, dim=1).indices])  # (P, k_p)
+        top = torch.cat(top_list, dim=1)  # (P, K)
+        k = top.shape[1]
+        best_scores = torch.gather(scores, 1, top)  # (P, K)
         top = top.reshape(-1)  # (P*K,)
         best_polymer, best_cov = polymer[top], coverage[top]  # (P*K,)
         best_form = formulation[top].double()  # (P*K, 4)
@@ -176,13 +216,23 @@ class DesignOracle:
             best_form = torch.where(improved[:, None], candidates[rows, which], best_form)
             best_scores = torch.where(improved, gain, best_scores)
             step = torch.where(improved[:, None], step, step * 0.6)
-        winner = best_scores.reshape(n_patients, k).argmax(dim=1) + torch.arange(n_patients) * k  # (P,)
-        return [
-            OptimalDesign(
-                design_score=float(best_scores[i]),
-                polymer=int(best_polymer[i]),
-                formulation=tuple(float(v) for v in best_form[i].float()),
-                coverage=int(best_cov[i]),
+        results = []
+        per_patient = best_scores.reshape(n_patients, k)  # (P, K)
+        for i in range(n_patients):
+            rows_i = torch.arange(i * k, (i + 1) * k)
+            by_polymer = []
+            for p in range(N_POLYMERS):
+                mine = rows_i[best_polymer[rows_i] == p]
+                j = int(mine[best_scores[mine].argmax()])
+                by_polymer.append((float(best_scores[j]), tuple(float(v) for v in best_form[j].float()), int(best_cov[j])))
+            w = int(rows_i[per_patient[i].argmax()])
+            results.append(
+                OptimalDesign(
+                    design_score=float(best_scores[w]),
+                    polymer=int(best_polymer[w]),
+                    formulation=tuple(float(v) for v in best_form[w].float()),
+                    coverage=int(best_cov[w]),
+                    by_polymer=tuple(by_polymer),
+                )
             )
-            for i in winner.tolist()
-        ]
+        return results

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from envs.hydrogel.cohort import Cohort, make_cohort, normalise_features
 from envs.hydrogel.library import polymer_table
-from envs.hydrogel.oracle import DesignOracle
+from envs.hydrogel.oracle import DesignOracle, OptimalDesign
 from envs.hydrogel.outcome import Assessment, assess_designs
 from envs.hydrogel.surrogate import OutcomeModel, load_outcome_model
 from envs.splits import Split, parse_split
@@ -84,15 +84,23 @@ class DesignProblem:
         self.model = model.to(self.device) if isinstance(model, torch.nn.Module) else model
         self.weights = reward_weights_from(reward_weights)
         self.noise_std = float(noise_std)
+        self.cache_dir = cache_dir
+        """The cache root override (oracle and reference searches)."""
         table = polymer_table(self.device)
         self.window_low, self.window_high = table["low"], table["high"]  # (24, 4) each
         self.patients = torch.as_tensor(self.cohort.features, dtype=torch.float32, device=self.device)  # (P, 11)
         self.normalised = torch.as_tensor(normalise_features(self.cohort.features), device=self.device)  # (P, 11)
         self.best_achievable: Tensor | None = None  # (P,) oracle design scores
+        self.oracle_polymer: Tensor | None = None  # (P,) the oracle's best polymer
+        self.oracle: DesignOracle | None = None
+        self.optimal_designs: list[OptimalDesign] = []
+        """The oracle's best design of every patient of the split (empty without regret)."""
         if compute_regret:
-            oracle = DesignOracle(self.model, self.weights, getattr(self.model, "cache_key", None), cache_dir)
-            best = oracle.precompute(self.cohort.features)  # once per cohort; later envs read the cache file
+            self.oracle = DesignOracle(self.model, self.weights, getattr(self.model, "cache_key", None), cache_dir)
+            self.optimal_designs = self.oracle.precompute(self.cohort.features)  # once; later envs read the cache
+            best = self.optimal_designs
             self.best_achievable = torch.tensor([b.design_score for b in best], device=self.device)
+            self.oracle_polymer = torch.tensor([b.polymer for b in best], dtype=torch.long, device=self.device)
         if not torch.all(self.normalised.abs() <= OBSERVATION_LIMIT):
             raise ValueError("patient features normalise outside +-10; check FEATURE_CENTER / FEATURE_SCALE")
 
@@ -155,6 +163,7 @@ class DesignProblem:
         if regret is not None:
             info["regret"] = regret
             info["best_achievable"] = self.best_achievable[patient_index]
+            info["oracle_polymer"] = self.oracle_polymer[patient_index]
         return info
 
 

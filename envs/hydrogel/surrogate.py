@@ -50,33 +50,74 @@ PREDICTION_NAMES: tuple[str, ...] = (
 
 OutcomeModel = Callable[[Tensor, Tensor, Tensor, Tensor], Mapping[str, Tensor]]
 
-# Bioactivity by material family: ECM-derived gels carry native repair cues, synthetics are inert.
+# Native repair cues by material family (angiogenic / pro-survival signalling of ECM-derived
+# gels; methacrylated or ionically cross-linked gels keep part of it; synthetics have none).
 _BIOACTIVITY = {
+    Category.DECELLULARIZED: 0.70,
+    Category.GLYCOSAMINOGLYCAN: 0.65,
+    Category.PROTEIN: 0.55,
+    Category.PROTEIN_MODIFIED: 0.45,
+    Category.CONDUCTIVE_HYDROGEL: 0.35,
+    Category.POLYSACCHARIDE: 0.30,
+    Category.SYNTHETIC: 0.0,
+    Category.CONDUCTIVE: 0.0,
+}
+# Susceptibility to enzymatic (MMP / hyaluronidase / lysozyme) degradation: in an
+# inflamed, MMP-rich infarct, natural gels lose mass faster than their nominal half-life;
+# hydrolytic synthetics (PEG) and PEDOT do not.
+_ENZYMATIC = {
     Category.DECELLULARIZED: 1.00,
-    Category.GLYCOSAMINOGLYCAN: 0.96,
-    Category.PROTEIN_MODIFIED: 0.93,
-    Category.CONDUCTIVE_HYDROGEL: 0.91,
-    Category.POLYSACCHARIDE: 0.90,
-    Category.PROTEIN: 0.88,
-    Category.SYNTHETIC: 0.86,
-    Category.CONDUCTIVE: 0.84,
+    Category.PROTEIN: 1.00,
+    Category.PROTEIN_MODIFIED: 0.75,
+    Category.GLYCOSAMINOGLYCAN: 0.65,
+    Category.CONDUCTIVE_HYDROGEL: 0.55,
+    Category.POLYSACCHARIDE: 0.35,
+    Category.SYNTHETIC: 0.0,
+    Category.CONDUCTIVE: 0.0,
 }
 
 LN2 = math.log(2.0)
 
 
-class SurrogateOutcomeModel(torch.nn.Module):
-    """Documented outcome model; ``forward(patients, polymer, formulation, coverage)``."""
+def _unit(x: Tensor, low: float, high: float) -> Tensor:
+    """``(x - low) / (high - low)`` clipped to [0, 1]: where a patient sits on an indication."""
+    return ((x - low) / (high - low)).clamp(0.0, 1.0)
 
-    cache_key = "surrogate-v2"
+
+def _log_match(value: Tensor, optimum: Tensor, width: float) -> Tensor:
+    """Log-normal-shaped match in (0, 1]: 1 at the optimum, ``exp(-1/2)`` at ``width`` decades (e-folds) off."""
+    return torch.exp(-0.5 * (torch.log(value / optimum) / width) ** 2)
+
+
+class SurrogateOutcomeModel(torch.nn.Module):
+    """Documented outcome model; ``forward(patients, polymer, formulation, coverage)``.
+
+    Version 3. The best design depends on the patient through four indications read off
+    the features, each in [0, 1]:
+
+    - ``load``: transmurality, scar size and dilation (end-systolic volume) -> the stiffness
+      and persistence the wall needs (4 kPa for a small subendocardial scar, ~60 kPa for a
+      large transmural one in a dilated ventricle);
+    - ``inflammation``: scar size -> how much faster enzymatically degradable gels vanish;
+    - ``viability``: non-transmural scar with preserved strain (GLS) -> benefit from the
+      native repair cues of bioactive natural gels;
+    - ``substrate``: stress concentration and border-zone size -> benefit from conductive
+      gels (and harm from insulating gel spread over the border zone).
+    Wall thickness sets the patch thickness (thin walls penalise thick patches) and the
+    filling-restriction limit; LVEF sets the headroom and how mechanical vs biological
+    support is weighted.
+    """
+
+    cache_key = "surrogate-v3"
     """Changes whenever a formula changes: it keys the oracle cache on disk."""
 
     def __init__(self) -> None:
         super().__init__()
         table = polymer_table()
-        bio = torch.tensor([_BIOACTIVITY[Category(int(c))] for c in table["category"]])
+        categories = [Category(int(c)) for c in table["category"]]
         self.register_buffer("toxicity_by_polymer", table["toxicity"], persistent=False)
-        self.register_buffer("bioactivity_by_polymer", bio, persistent=False)
+        self.register_buffer("bioactivity_by_polymer", torch.tensor([_BIOACTIVITY[c] for c in categories]), persistent=False)
+        self.register_buffer("enzymatic_by_polymer", torch.tensor([_ENZYMATIC[c] for c in categories]), persistent=False)
         self.register_buffer(
             "border_fraction", torch.tensor(COVERAGE_BORDER_FRACTION, dtype=torch.float32), persistent=False
         )
@@ -88,59 +129,78 @@ class SurrogateOutcomeModel(torch.nn.Module):
         formulation: Tensor,
         coverage: Tensor,
     ) -> dict[str, Tensor]:
-        lvef, _, _, _, scar, bz, _, _, concentration, transmurality, wall = patients.unbind(-1)  # each (B,)
+        lvef, gls, _, esv, scar, bz, _, _, concentration, transmurality, wall = patients.unbind(-1)  # each (B,)
         stiffness, half_life, conductivity, thickness = formulation.unbind(-1)  # each (B,)
         bz_covered = self.border_fraction[coverage]  # (B,) fraction of the border zone
-        bioactivity = self.bioactivity_by_polymer[polymer]  # (B,)
+        toxicity = self.toxicity_by_polymer[polymer]  # (B,)
 
-        # Matched stiffness transfers load without restricting motion; thicker scars want stiffer gels.
-        stiffness_opt = 10.0 + 20.0 * transmurality  # (B,) kPa
-        stiffness_match = torch.exp(-0.5 * (torch.log(stiffness / stiffness_opt) / 0.45) ** 2)
-        # The gel must support the wall while the scar matures (longer for bigger scars), then clear.
-        half_life_opt = 45.0 + 4.0 * scar  # (B,) days
-        persistence = torch.exp(-0.5 * (torch.log(half_life / half_life_opt) / 0.6) ** 2)
-        # About a fifth of the wall thickness carries load; thicker patches restrict filling.
+        # -- patient indications, each (B,) in [0, 1]
+        dilation = _unit(torch.log(esv / 60.0), 0.0, math.log(5.0))  # ESV 60 -> 300 mL: remodelled, high wall stress
+        load = (0.5 * _unit(transmurality, 0.25, 0.95) + 0.3 * _unit(scar, 4.0, 30.0) + 0.2 * dilation).clamp(0.0, 1.0)
+        inflammation = _unit(scar, 4.0, 30.0)
+        viability = _unit(0.65 - transmurality, 0.0, 0.35) * _unit(-gls, 10.0, 20.0)
+        substrate = _unit(concentration, 2.2, 3.6) * _unit(bz, 10.0, 28.0)
+
+        # -- mechanics: the wall needs a stiffer patch the more load the scar has to shed
+        stiffness_opt = 4.0 * torch.exp(math.log(15.0) * load)  # (B,) kPa, 4 -> 60
+        stiffness_match = _log_match(stiffness, stiffness_opt, 0.7)
+        # The gel must last until the scar has matured: weeks for small scars, months for large.
+        half_life_opt = (18.0 + 4.5 * scar).clamp(14.0, 180.0)  # (B,) days
+        # MMP-rich large infarcts digest natural gels faster than their nominal half-life.
+        effective_half_life = half_life / (1.0 + 1.6 * self.enzymatic_by_polymer[polymer] * inflammation)
+        persistence = _log_match(effective_half_life, half_life_opt, 0.55)
+        # About a fifth of the wall carries load; a patch thicker than that stiffens a thin wall
+        # and restricts filling (penalised twice as fast as a too-thin patch).
         thickness_opt = (0.2 * wall).clamp(1.0, 5.0)  # (B,) mm
-        thickness_match = torch.exp(-0.5 * ((thickness - thickness_opt) / 1.2) ** 2)
+        excess = thickness - thickness_opt
+        thickness_match = torch.exp(-0.5 * (excess / torch.where(excess > 0, 0.7, 1.4)) ** 2)
         # Treating the border zone stops remodelling from spreading (factors 0.6 -> 1.0) ...
         coverage_gain = 0.6 + 0.4 * bz_covered
         # ... but a patch over more than ~25 % of the ventricle restricts diastolic filling.
         covered_area = scar + bz_covered * bz  # (B,) % of LV
-        restriction = torch.exp(-0.5 * ((covered_area - 25.0).clamp(min=0.0) / 5.0) ** 2)
-        # Conductive gels restore border-zone conduction only above ~0.1 S/m, saturating by 0.5 S/m.
+        restriction = torch.exp(-0.5 * ((covered_area - 25.0).clamp(min=0.0) / 8.0) ** 2)
+        mechanical = stiffness_match * persistence * thickness_match
+
+        # -- biology: native cues help where there is viable myocardium to save; the lower
+        # the EF, the more the ventricle depends on mechanical unloading instead.
+        ef_weight = _unit(lvef, 20.0, 45.0)
+        biological = 0.55 * self.bioactivity_by_polymer[polymer] * viability * (0.5 + 0.5 * ef_weight)
+        # -- electrophysiology: conductive gels restore border-zone conduction above ~0.1 S/m
+        # (saturating by 0.5 S/m) where there is an arrhythmic substrate; insulating gel over
+        # that border zone slows conduction further.
         conduction = ((conductivity - 0.1) / 0.4).clamp(0.0, 1.0)
-        # Their benefit grows with the arrhythmic substrate (stress concentration) they cover.
-        substrate = ((concentration - 2.0) / 1.0).clamp(0.0, 1.0)
-        conduction_gain = 1.0 + 0.3 * conduction * substrate * (0.3 + 0.7 * bz_covered)
+        electrical = substrate * (0.6 * conduction - 0.25 * (1.0 - conduction)) * (0.3 + 0.7 * bz_covered)
+        # -- host response: less biocompatible materials lose efficacy to inflammation.
+        host = 1.0 - 1.5 * toxicity
+
         efficacy = (
-            bioactivity * stiffness_match * persistence * thickness_match * coverage_gain * restriction * conduction_gain
-        )  # (B,) in [0, ~1.3]
+            mechanical * coverage_gain * restriction * (1.0 + biological + electrical).clamp(min=0.0) * host
+        )  # (B,) in [0, ~1.5]
         # EF gain is limited by headroom to a normal EF of ~60 %, capped at 15 points.
         delta_ef = (25.0 * (1.0 - lvef / 60.0).clamp(min=0.0) * efficacy).clamp(max=15.0)
 
-        # Laplace: the patch shares wall load in proportion to its stiffness x thickness.
-        retention_30d = torch.exp(-30.0 * LN2 / half_life)  # (B,) gel fraction left at 30 days
-        load_share = stiffness * thickness / (stiffness * thickness + 20.0 * wall)  # myocardium ~20 kPa
+        # Laplace: the patch shares wall load in proportion to its stiffness x thickness, against
+        # the wall's own (stiffness the scarred wall needs x wall thickness).
+        retention_30d = torch.exp(-30.0 * LN2 / effective_half_life)  # (B,) gel fraction left at 30 days
+        load_share = stiffness * thickness / (stiffness * thickness + stiffness_opt * wall)
         # Relief is largest where the border zone concentrates stress.
         concentration_gain = 0.5 + 0.5 * (concentration / 2.2).clamp(max=1.5)
         stress_reduction = (
             180.0 * load_share * (0.4 + 0.6 * bz_covered) * retention_30d.sqrt() * concentration_gain * restriction
         ).clamp(0.0, 60.0)
         # Strain normalises where matched, well-placed gel restores regional motion.
-        strain_normalization = 35.0 * stiffness_match * thickness_match * coverage_gain * restriction * persistence
+        strain_normalization = 35.0 * mechanical * coverage_gain * restriction
 
         # Smooth version of the is_optimal rule (dEF >= 3 and SR >= 15).
         optimal_prob = torch.sigmoid((delta_ef - 3.0) / 0.5) * torch.sigmoid((stress_reduction - 15.0) / 2.5)
-        # Cytotoxicity is a property of the material.
-        toxicity = self.toxicity_by_polymer[polymer]
         # Stiffer networks resist rupture; fast-degrading ones lose integrity within a month.
         structural_integrity = (1.0 - torch.exp(-stiffness / 4.0)) * (0.6 + 0.4 * retention_30d)
         # Mismatch, long persistence, excess thickness and wide coverage all drive a foreign-body response.
         fibrosis_risk = (
             0.04
             + 0.10 * torch.log(stiffness / stiffness_opt).abs()
-            + 0.12 * (half_life / 180.0) ** 2
-            + 0.04 * (thickness - thickness_opt).clamp(min=0.0)
+            + 0.12 * (effective_half_life / 180.0) ** 2
+            + 0.04 * excess.clamp(min=0.0)
             + 0.03 * bz_covered
         ).clamp(0.0, 1.0)
         # Arrhythmia: substrate risk, lowered by conduction, raised by insulating gel over the border zone.

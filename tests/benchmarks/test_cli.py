@@ -66,10 +66,22 @@ def test_random_against_a_trained_model(run_dir: Path, tmp_path: Path, capsys: p
     assert "tiny: IQM mean_reward" in capsys.readouterr().out
 
 
-def test_several_envs_are_normalised_between_random_and_best(tmp_path: Path) -> None:
+ORACLE_FACTORY = """
+import gymnasium as gym
+from agents.baselines.hydrogel import OracleAgent
+
+def make(env_id):
+    return OracleAgent(gym.make(env_id, n_synthetic=20, split="test"))
+"""
+
+
+def test_several_envs_are_normalised_between_random_and_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "oracle_factory.py").write_text(ORACLE_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "bench"
     argv = ["evaluate", "--env", "Hydrogel-v0", "--env", "HydrogelSearch-v0", "--agent", "random",
-            "--agent", "other=baseline:RandomAgent:seed=5", "--seeds", "0", "1", "--episodes", "2", "--reps", "200",
+            "--agent", "other=baseline:RandomAgent:seed=5", "--agent", "oracle=oracle_factory:make",
+            "--seeds", "0", "1", "--episodes", "2", "--reps", "200",
             "--env-kwargs", "n_synthetic=20", "HydrogelSearch-v0.horizon=2", "--out", str(out)]
     assert main(argv) == 0
     data = json.loads((out / "results.json").read_text())
@@ -83,6 +95,7 @@ def test_several_envs_are_normalised_between_random_and_best(tmp_path: Path) -> 
         normalised = {label: np.mean(np.array(s)[:, column]) for label, s in data["scores"].items()}
         assert normalised["random"] == pytest.approx(0.0)
         assert normalised[norm["best"][column]] == pytest.approx(1.0)
+    assert norm["best"] == ["oracle", "oracle"] and norm["by"] == "random and the best agent of this run"
 
 
 def test_run_dirs_under_one_label_are_runs_of_one_agent(run_dir: Path, second_run_dir: Path, tmp_path: Path) -> None:

@@ -10,9 +10,12 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs  # noqa: F401
-from envs.hydrogel.cohort import REAL_PATIENTS, make_cohort, synthetic_patients, validate_patients
-from envs.hydrogel.library import FORMULATION_HIGH, FORMULATION_LOW, POLYMERS, Coverage, polymer_table
+from collections import Counter
+
+from envs.hydrogel.cohort import REAL_PATIENTS, REAL_TEST_IDS, make_cohort, synthetic_patients, validate_patients
+from envs.hydrogel.library import FORMULATION_HIGH, FORMULATION_LOW, POLYMERS, Category, Coverage, polymer_table
 from envs.hydrogel.oracle import DesignOracle
+from envs.hydrogel.problem import DesignProblem
 from envs.hydrogel.outcome import assess_designs
 from envs.hydrogel.surrogate import PREDICTION_NAMES, SurrogateOutcomeModel
 from envs.hydrogel.vector import HydrogelBatch, HydrogelVectorEnv
@@ -174,6 +177,101 @@ def test_conductivity_matters_only_for_conductive_polymers() -> None:
         ]
         changed = any(not torch.equal(preds[0][k], preds[1][k]) for k in PREDICTION_NAMES)
         assert changed == expect_change, name
+
+
+def _patient(lvef=35.0, gls=-17.0, edv=220.0, scar=9.0, bz=19.0, conc=2.2, trans=0.45, wall=18.0) -> np.ndarray:
+    """A consistent patient: ESV from EDV and LVEF, healthy stress 8 kPa."""
+    return np.array([lvef, gls, edv, edv * (1 - lvef / 100), scar, bz, 8 * conc, 8.0, conc, trans, wall])
+
+
+_ARCHETYPES = {
+    "small_non_transmural": _patient(lvef=45, gls=-19, scar=4, trans=0.22, conc=1.6, bz=12),
+    "large_transmural": _patient(lvef=25, gls=-13, edv=400, scar=30, trans=0.95, conc=3.0, bz=14),
+    "arrhythmic": _patient(scar=14, conc=3.6, bz=28, trans=0.55),
+    "quiet": _patient(scar=14, conc=2.0, bz=12, trans=0.55),
+    "thin_wall": _patient(wall=7),
+    "thick_wall": _patient(wall=26),
+    "small_esv": _patient(edv=90),
+    "large_esv": _patient(edv=550),
+}
+
+
+@pytest.fixture(scope="module")
+def archetype_optima() -> dict:
+    oracle = DesignOracle(SurrogateOutcomeModel(), RewardWeights())
+    bests = oracle.precompute(validate_patients(np.stack(list(_ARCHETYPES.values()))))
+    return dict(zip(_ARCHETYPES, bests, strict=True))
+
+
+def _best_of(design, categories) -> float:
+    return max(design.polymer_scores[i] for i, p in enumerate(POLYMERS) if p.category in categories)
+
+
+_NATURAL = {Category.DECELLULARIZED, Category.GLYCOSAMINOGLYCAN, Category.PROTEIN, Category.POLYSACCHARIDE}
+
+
+def test_conductive_gels_win_only_with_an_arrhythmic_substrate(archetype_optima) -> None:
+    conductive = {Category.CONDUCTIVE, Category.CONDUCTIVE_HYDROGEL}
+    others = set(Category) - conductive
+    arrhythmic, quiet = archetype_optima["arrhythmic"], archetype_optima["quiet"]
+    assert POLYMERS[arrhythmic.polymer].is_conductive and arrhythmic.formulation[2] >= 0.4
+    assert _best_of(arrhythmic, conductive) > 1.1 * _best_of(arrhythmic, others)
+    assert not POLYMERS[quiet.polymer].is_conductive
+    assert _best_of(quiet, others) > 1.1 * _best_of(quiet, conductive)
+
+
+def test_large_transmural_scars_need_stiff_slow_gels_natural_ones_cannot_reach(archetype_optima) -> None:
+    large, small = archetype_optima["large_transmural"], archetype_optima["small_non_transmural"]
+    assert POLYMERS[large.polymer].category not in _NATURAL
+    assert large.formulation[0] > 40.0 and large.formulation[1] > 120.0  # kPa, days
+    assert large.design_score > 1.1 * _best_of(large, _NATURAL)
+    # small, non-transmural infarcts: a bioactive natural gel, soft and fast-remodelling
+    assert POLYMERS[small.polymer].category in _NATURAL
+    assert small.formulation[0] < 8.0 and small.formulation[1] < 60.0
+    assert small.design_score > 1.1 * _best_of(small, {Category.SYNTHETIC, Category.CONDUCTIVE})
+
+
+def test_thin_walls_get_thin_patches_and_dilation_shifts_stiffness(archetype_optima) -> None:
+    assert archetype_optima["thin_wall"].formulation[3] < 2.0 < 4.5 < archetype_optima["thick_wall"].formulation[3]
+    assert archetype_optima["large_esv"].formulation[0] > 1.4 * archetype_optima["small_esv"].formulation[0]
+
+
+def test_thick_patch_costs_more_on_a_thin_wall() -> None:
+    polymer = [p.name for p in POLYMERS].index("HA_ECM")
+    thin, thick = _ARCHETYPES["thin_wall"], _ARCHETYPES["thick_wall"]
+    loss_thin = 1 - _predict(thin, polymer, [10.0, 70.0, 0.0, 5.0], 2)["delta_EF"] / _predict(thin, polymer, [10.0, 70.0, 0.0, 1.4], 2)["delta_EF"]
+    loss_thick = 1 - _predict(thick, polymer, [10.0, 70.0, 0.0, 5.0], 2)["delta_EF"] / _predict(thick, polymer, [10.0, 70.0, 0.0, 1.4], 2)["delta_EF"]
+    assert loss_thin > 0.5 and loss_thick < 0.0
+
+
+@pytest.fixture(scope="module")
+def test_split(tmp_path_factory) -> DesignProblem:
+    """The default cohort's 43 test patients, with the oracle (cached in a private dir)."""
+    return DesignProblem(split="test", cache_dir=tmp_path_factory.mktemp("oracle"))
+
+
+def _regret(best: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    return (best - scores) / np.abs(best)
+
+
+def test_oracle_best_polymer_depends_on_the_patient(test_split: DesignProblem) -> None:
+    """The issue's oracle statistics, on the default test patients (README figures)."""
+    counts = Counter(b.polymer for b in test_split.optimal_designs)
+    assert len(counts) >= 6, counts
+    assert max(counts.values()) <= 0.35 * len(test_split), counts
+    real = [test_split.optimal_designs[test_split.cohort.ids.index(i)].polymer for i in REAL_TEST_IDS]
+    assert len(set(real)) > 1, real
+    everyone = DesignProblem(split="train", cache_dir=test_split.cache_dir).optimal_designs
+    assert len({b.polymer for b in everyone}) >= 6
+
+
+def test_patient_blind_designs_and_a_single_polymer_leave_regret(test_split: DesignProblem) -> None:
+    best = np.array([b.design_score for b in test_split.optimal_designs])  # (P,)
+    grid = test_split.oracle.grid_scores(test_split.cohort.features).numpy()  # (P, G)
+    assert _regret(best[:, None], grid).mean(0).min() >= 0.25  # best constant design
+    per_polymer = np.array([b.polymer_scores for b in test_split.optimal_designs])  # (P, 24)
+    assert _regret(best[:, None], per_polymer).mean(0).min() >= 0.08  # population-best polymer
+    assert np.all(per_polymer.max(1) == pytest.approx(best))
 
 
 def test_toxicity_is_one_minus_biocompatibility() -> None:

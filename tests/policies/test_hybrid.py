@@ -14,10 +14,11 @@ from torch.distributions import AffineTransform, Categorical, ExpTransform, Norm
 
 import envs  # noqa: F401
 from agents.baselines import RandomAgent
-from envs.hydrogel.library import FORMULATION_HIGH, FORMULATION_LOG_SCALE, FORMULATION_LOW
+from envs.hydrogel.library import FORMULATION_HIGH, FORMULATION_LOG_SCALE, FORMULATION_LOW, polymer_table
 from envs.hydrogel.wrappers import HybridBoxAction
 from policies.distributions import HybridDistribution, SquashedBoxMap
 from policies.hybrid import HybridActorCriticPolicy
+from policies.hybrid_autoregressive import LOG_STD_RANGE, MEAN_BOUND, PolymerConditionedDistribution, WindowSquash
 
 SMALL = dict(n_synthetic=20)
 
@@ -132,3 +133,114 @@ def test_ppo_clearly_beats_random_designs_on_a_small_budget() -> None:
 
     trained, random_score = mean_score(model), mean_score(random_agent)
     assert trained > random_score + 10.0, (trained, random_score)
+
+
+# ---------------------------------------------------------------- polymer-conditioned heads
+def _conditioned() -> PolymerConditionedDistribution:
+    table = polymer_table()
+    windows = WindowSquash(table["low"].double(), table["high"].double(), torch.as_tensor(FORMULATION_LOG_SCALE))
+    return PolymerConditionedDistribution(24, 4, windows)
+
+
+def _conditioned_params(batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(batch, 24, generator=gen), torch.randn(batch, 25 * 4, generator=gen) * 0.8,
+        torch.randn(24, 4, generator=gen) * 0.4 - 0.3, torch.randn(batch, 25 * 4, generator=gen),
+    )
+
+
+def test_conditioned_log_prob_matches_torch_transformed_distributions_per_polymer() -> None:
+    first, mean, log_std, second = _conditioned_params(64, seed=0)
+    dist = _conditioned().proba_distribution(first, mean, log_std, second)
+    actions = dist.sample()
+    table = polymer_table()
+    blocks = mean.reshape(64, 25, 4)
+    reference = []
+    for b in range(64):
+        k, c = int(actions[b, 0]), int(actions[b, 5])
+        total = Categorical(logits=first[b]).log_prob(torch.tensor(k))
+        coverage_logits = second[b].reshape(25, 4)[0] + second[b].reshape(25, 4)[1 + k]
+        total = total + Categorical(logits=coverage_logits).log_prob(torch.tensor(c))
+        for d in range(4):
+            low, high = float(table["low"][k, d]), float(table["high"][k, d])
+            if high <= low:
+                assert actions[b, 1 + d] == low  # a fixed dimension: deterministic, no density
+                continue
+            if FORMULATION_LOG_SCALE[d]:
+                centre, half = (math.log(high) + math.log(low)) / 2, (math.log(high) - math.log(low)) / 2
+                transforms = [TanhTransform(), AffineTransform(centre, half), ExpTransform()]
+            else:
+                transforms = [TanhTransform(), AffineTransform((high + low) / 2, (high - low) / 2)]
+            loc = MEAN_BOUND * torch.tanh((blocks[b, 0, d] + blocks[b, 1 + k, d]) / MEAN_BOUND)
+            base = Normal(loc.double(), log_std[k, d].clamp(*LOG_STD_RANGE).exp().double())
+            total = total + TransformedDistribution(base, transforms).log_prob(actions[b, 1 + d].double()).float()
+        reference.append(total)
+    torch.testing.assert_close(dist.log_prob(actions), torch.stack(reference), rtol=1e-4, atol=1e-3)
+
+
+def test_conditioned_entropy_is_the_exact_joint_entropy() -> None:
+    first, mean, log_std, second = _conditioned_params(8, seed=1)
+    dist = _conditioned().proba_distribution(first, mean, log_std, second)
+    free = polymer_table()["high"] > polymer_table()["low"]  # (24, 4)
+    for b in range(8):
+        polymer = Categorical(logits=first[b])
+        expected = polymer.entropy()
+        for k in range(24):
+            latent = Normal(torch.zeros(4), log_std[k].clamp(*LOG_STD_RANGE).exp()).entropy()[free[k]].sum()
+            coverage = Categorical(logits=second[b].reshape(25, 4)[0] + second[b].reshape(25, 4)[1 + k]).entropy()
+            expected = expected + polymer.probs[k] * (latent + coverage)
+        torch.testing.assert_close(dist.entropy()[b], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conditioned_samples_sit_inside_the_chosen_polymers_window() -> None:
+    first, mean, log_std, second = _conditioned_params(2048, seed=2)
+    dist = _conditioned().proba_distribution(first, mean * 4, log_std + 1.0, second)
+    table = polymer_table()
+    for actions in (dist.sample(), dist.mode()):
+        k = actions[:, 0].long()
+        assert torch.equal(actions[:, 0], actions[:, 0].round()) and torch.equal(actions[:, 5], actions[:, 5].round())
+        assert torch.all(actions[:, 1:5] >= table["low"][k]) and torch.all(actions[:, 1:5] <= table["high"][k])
+        assert torch.isfinite(dist.log_prob(actions)).all()
+
+
+def test_formulation_gradient_reaches_only_the_chosen_polymers_block() -> None:
+    first, mean, log_std, second = _conditioned_params(1, seed=3)
+    mean.requires_grad_(True)
+    dist = _conditioned().proba_distribution(first, mean, log_std, second)
+    action = dist.mode().detach()
+    action[0, 1:5] = action[0, 1:5] * 0.9 + 0.1 * polymer_table()["low"][int(action[0, 0])]  # off the mean
+    dist.log_prob(action).sum().backward()
+    grad = mean.grad.reshape(25, 4).abs().sum(-1)  # (25,) shared block, then one per polymer
+    chosen = int(action[0, 0])
+    assert grad[0] > 0 and grad[1 + chosen] > 0
+    assert torch.all(grad[1:][torch.arange(24) != chosen] == 0)
+
+
+@pytest.mark.parametrize("conditioning", ["polymer", "independent"])
+def test_both_conditionings_learn_save_load_and_never_get_clipped_by_window(conditioning: str, tmp_path) -> None:
+    venv = make_vec_env("Hydrogel-v0", n_envs=2, seed=0, env_kwargs=SMALL, wrapper_class=HybridBoxAction)
+    kwargs = dict(net_arch=[32, 32], conditioning=conditioning)
+    model = PPO(HybridActorCriticPolicy, venv, seed=0, n_steps=32, batch_size=32, policy_kwargs=kwargs)
+    model.learn(64)
+    model.save(tmp_path / "model.zip")
+    loaded = PPO.load(tmp_path / "model.zip")
+    assert loaded.policy.conditioning.value == conditioning
+    obs = venv.reset()
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    env = HybridBoxAction(gym.make("Hydrogel-v0", **SMALL))
+    clipped = []
+    for seed in range(32):
+        obs, _ = env.reset(seed=seed)
+        action, _ = loaded.predict(obs, deterministic=False)
+        clipped.append(env.step(action)[4]["clipped"])
+    if conditioning == "polymer":
+        assert not any(clipped)
+    else:
+        assert np.mean(clipped) > 0.5  # the independent head asks for 0.5 S/m from non-conductive gels
+
+
+def test_unknown_conditioning_names_the_field() -> None:
+    space = HybridBoxAction(gym.make("Hydrogel-v0", **SMALL)).action_space
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        HybridActorCriticPolicy(gym.spaces.Box(-10, 10, (13,), np.float32), space, lambda _: 1e-3, conditioning="joint")
