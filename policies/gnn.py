@@ -16,6 +16,11 @@ distribution of :mod:`policies.distributions`:
 Actions are MultiBinary(E) vectors in the observation's edge order. The policy is
 size-agnostic: ``predict`` accepts graphs of any size, so a policy trained on 32 x 32
 grids runs on 128 x 128 ones.
+
+Padded graphs (AnisotropicAMG-v0's multi-level mode) carry a fourth key,
+``graph_size`` (B, 2) = [valid nodes, valid edges]: the valid nodes and edges are the
+leading ones, padding edges are dropped before message passing, get no logit, are
+never selected and do not enter log-probabilities, entropies or the value's pooling.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from rewards.choices import parse_choice
 
 __all__ = [
     "OBSERVATION_KEYS",
+    "PADDED_GRAPH_KEY",
     "Backbone",
     "EdgeScorer",
     "EdgeSelectionDistribution",
@@ -51,6 +57,8 @@ __all__ = [
 ]
 
 OBSERVATION_KEYS = ("node_features", "edge_index", "edge_features")
+PADDED_GRAPH_KEY = "graph_size"
+"""Optional observation key: (B, 2) int [valid nodes, valid edges] of padded graphs."""
 
 
 class Backbone(str, Enum):
@@ -96,23 +104,50 @@ class GraphBatch:
     n_nodes: int
     """N, nodes per graph."""
     n_edges: int
-    """E, edges per graph."""
+    """E, edges (slots) per graph."""
+    edge_valid: th.Tensor | None = None
+    """(B * E,) bool: which edge slots are real (None: all); ``edge_index``/``edge_attr`` hold the real ones only."""
+    node_valid: th.Tensor | None = None
+    """(B * N,) bool: which nodes are real (None: all); padding nodes are isolated and left out of pooling."""
 
 
-def batch_graphs(node_features: th.Tensor, edge_index: th.Tensor, edge_features: th.Tensor) -> GraphBatch:
-    """Stack (B, N, F), (B, 2, E), (B, E, Fe) into one graph by offsetting node indices."""
+def graph_validity(graph_size: th.Tensor, n_nodes: int, n_edges: int) -> tuple[th.Tensor, th.Tensor]:
+    """(B, 2) [valid nodes, valid edges] -> node mask (B, N) and edge mask (B, E), leading entries valid."""
+    sizes = graph_size.long()  # (B, 2)
+    nodes = th.arange(n_nodes, device=sizes.device)[None, :] < sizes[:, :1]  # (B, N)
+    edges = th.arange(n_edges, device=sizes.device)[None, :] < sizes[:, 1:]  # (B, E)
+    return nodes, edges
+
+
+def batch_graphs(
+    node_features: th.Tensor,
+    edge_index: th.Tensor,
+    edge_features: th.Tensor,
+    graph_size: th.Tensor | None = None,
+) -> GraphBatch:
+    """Stack (B, N, F), (B, 2, E), (B, E, Fe) into one graph by offsetting node indices;
+    with ``graph_size`` (B, 2), only the valid leading edges of each graph are kept."""
     n_graphs, n_nodes, _ = node_features.shape
     n_edges = edge_index.shape[-1]
     offsets = th.arange(n_graphs, device=node_features.device) * n_nodes  # (B,)
     shifted = edge_index.long() + offsets[:, None, None]  # (B, 2, E)
+    flat_index = shifted.permute(1, 0, 2).reshape(2, n_graphs * n_edges)  # (2, B*E)
+    flat_attr = edge_features.reshape(n_graphs * n_edges, -1)  # (B*E, Fe)
+    edge_valid = node_valid = None
+    if graph_size is not None:
+        nodes, edges = graph_validity(graph_size, n_nodes, n_edges)  # (B, N), (B, E)
+        edge_valid, node_valid = edges.reshape(-1), nodes.reshape(-1)  # (B*E,), (B*N,)
+        flat_index, flat_attr = flat_index[:, edge_valid], flat_attr[edge_valid]  # (2, V), (V, Fe)
     return GraphBatch(
         x=node_features.reshape(n_graphs * n_nodes, -1),  # (B*N, F)
-        edge_index=shifted.permute(1, 0, 2).reshape(2, n_graphs * n_edges),  # (2, B*E)
-        edge_attr=edge_features.reshape(n_graphs * n_edges, -1),  # (B*E, Fe)
+        edge_index=flat_index,
+        edge_attr=flat_attr,
         node_graph=th.arange(n_graphs, device=node_features.device).repeat_interleave(n_nodes),  # (B*N,)
         n_graphs=n_graphs,
         n_nodes=n_nodes,
         n_edges=n_edges,
+        edge_valid=edge_valid,
+        node_valid=node_valid,
     )
 
 
@@ -126,35 +161,45 @@ class RowLayout:
     """(B, E) long: position of the edge among its row's edges."""
     mask: th.Tensor
     """(B, R, C) bool: True where a slot holds an edge."""
+    valid: th.Tensor
+    """(B, E) bool: real edges (padding edges have no slot: never selected, value 0)."""
+
+    def _valid_index(self) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        batch, edge = self.valid.nonzero(as_tuple=True)  # (V,), (V,)
+        return batch, edge, self.rows[batch, edge], self.slots[batch, edge]
 
     def to_rows(self, edge_values: th.Tensor, fill: float = 0.0) -> th.Tensor:
         """(B, E) -> (B, R, C), ``fill`` in empty slots."""
         out = edge_values.new_full(self.mask.shape, fill)  # (B, R, C)
-        batch = th.arange(edge_values.shape[0], device=edge_values.device)[:, None]  # (B, 1)
-        out[batch, self.rows, self.slots] = edge_values
+        batch, edge, rows, slots = self._valid_index()
+        out[batch, rows, slots] = edge_values[batch, edge]
         return out
 
     def to_edges(self, row_values: th.Tensor) -> th.Tensor:
-        """(B, R, C) -> (B, E)."""
-        batch = th.arange(row_values.shape[0], device=row_values.device)[:, None]  # (B, 1)
-        return row_values[batch, self.rows, self.slots]  # (B, E)
+        """(B, R, C) -> (B, E); 0 on padding edges."""
+        out = row_values.new_zeros(self.valid.shape)  # (B, E)
+        batch, edge, rows, slots = self._valid_index()
+        out[batch, edge] = row_values[batch, rows, slots]
+        return out
 
 
-def row_layout(edge_index: th.Tensor, n_nodes: int) -> RowLayout:
-    """Per-row layout of (B, 2, E) edge lists whose sources are sorted (CSR order)."""
+def row_layout(edge_index: th.Tensor, n_nodes: int, edge_valid: th.Tensor | None = None) -> RowLayout:
+    """Per-row layout of (B, 2, E) edge lists whose (valid, leading) sources are sorted (CSR order)."""
     rows = edge_index[:, 0].long()  # (B, E)
-    if rows.shape[1] > 1 and bool((rows[:, 1:] < rows[:, :-1]).any()):
+    valid = th.ones_like(rows, dtype=th.bool) if edge_valid is None else edge_valid  # (B, E)
+    rows = rows.masked_fill(~valid, 0)  # (B, E)
+    if rows.shape[1] > 1 and bool(((rows[:, 1:] < rows[:, :-1]) & valid[:, 1:]).any()):
         raise ValueError("edge_index sources must be sorted (CSR order) to lay edges out per row")
     counts = th.zeros(rows.shape[0], n_nodes, dtype=th.long, device=rows.device).scatter_add_(
-        1, rows, th.ones_like(rows)
+        1, rows, valid.long()
     )  # (B, N)
     starts = counts.cumsum(dim=1) - counts  # (B, N)
-    slots = th.arange(rows.shape[1], device=rows.device)[None, :] - starts.gather(1, rows)  # (B, E)
+    slots = (th.arange(rows.shape[1], device=rows.device)[None, :] - starts.gather(1, rows)).masked_fill(~valid, 0)  # (B, E)
     n_slots = max(int(counts.max()), 1)
     mask = th.zeros(rows.shape[0], n_nodes, n_slots, dtype=th.bool, device=rows.device)  # (B, R, C)
-    batch = th.arange(rows.shape[0], device=rows.device)[:, None]  # (B, 1)
-    mask[batch, rows, slots] = True
-    return RowLayout(rows=rows, slots=slots, mask=mask)
+    batch, edge = valid.nonzero(as_tuple=True)  # (V,), (V,)
+    mask[batch, rows[batch, edge], slots[batch, edge]] = True
+    return RowLayout(rows=rows, slots=slots, mask=mask, valid=valid)
 
 
 def _conv(backbone: Backbone, hidden_dim: int, heads: int) -> nn.Module:
@@ -174,6 +219,9 @@ class EdgeScorer(nn.Module):
     The linear path ``w`` (zero-initialised, like the MLP's output layer) lets a rule
     such as "prefer edges aligned with the strong direction" be one weight, which
     REINFORCE's noisy gradient finds far sooner than the same rule through the MLP.
+    ``edge_linear_init`` (one weight per edge feature) starts ``w`` at a given rule
+    instead, e.g. the direction heuristic (weight 1 on AnisotropicAMG's ``alignment``):
+    a warm start that training must then improve on.
     """
 
     def __init__(
@@ -185,6 +233,7 @@ class EdgeScorer(nn.Module):
         backbone: Backbone | str = Backbone.SAGE,
         heads: int = 2,
         value_head: bool = True,
+        edge_linear_init: tuple[float, ...] | list[float] | None = None,
     ) -> None:
         super().__init__()
         for name, value, low in (("node_dim", node_dim, 1), ("edge_dim", edge_dim, 1), ("hidden_dim", hidden_dim, 1),
@@ -203,6 +252,12 @@ class EdgeScorer(nn.Module):
         nn.init.zeros_(self.edge_head[-1].bias)
         self.edge_linear = nn.Linear(edge_dim, 1, bias=False)
         nn.init.zeros_(self.edge_linear.weight)
+        if edge_linear_init is not None:
+            if len(edge_linear_init) != edge_dim:
+                raise ValueError(f"edge_linear_init must have one weight per edge feature ({edge_dim}), "
+                                 f"got {len(edge_linear_init)}")
+            with th.no_grad():
+                self.edge_linear.weight.copy_(th.as_tensor([list(edge_linear_init)], dtype=th.float32))
         self.value_head = (
             nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1)) if value_head else None
         )
@@ -219,12 +274,19 @@ class EdgeScorer(nn.Module):
             else:
                 update = conv(h, graph.edge_index)  # (B*N, H)
             h = norm(h + th.relu(update))  # (B*N, H)
-        logits = self.edge_head(th.cat([h[source], h[target], edge_code], dim=-1)) + self.edge_linear(graph.edge_attr)  # (B*E, 1)
+        logits = self.edge_head(th.cat([h[source], h[target], edge_code], dim=-1)) + self.edge_linear(graph.edge_attr)  # (V, 1)
+        if graph.edge_valid is not None:  # padding edge slots get logit 0 (they are never candidates)
+            logits = logits.new_zeros(graph.n_graphs * graph.n_edges, 1).index_copy(
+                0, graph.edge_valid.nonzero().squeeze(-1), logits
+            )  # (B*E, 1)
         logits = logits.view(graph.n_graphs, graph.n_edges)  # (B, E)
         if self.value_head is None:
             return logits, None
+        pooled_h, pooled_graph = h, graph.node_graph  # (B*N, H), (B*N,)
+        if graph.node_valid is not None:
+            pooled_h, pooled_graph = h[graph.node_valid], graph.node_graph[graph.node_valid]  # (V_n, H), (V_n,)
         pooled = th.cat(
-            [global_mean_pool(h, graph.node_graph, graph.n_graphs), global_max_pool(h, graph.node_graph, graph.n_graphs)],
+            [global_mean_pool(pooled_h, pooled_graph, graph.n_graphs), global_max_pool(pooled_h, pooled_graph, graph.n_graphs)],
             dim=-1,
         )  # (B, 2H)
         return logits, self.value_head(pooled).squeeze(-1)  # (B, E), (B,)
@@ -333,6 +395,8 @@ class GNNEdgePolicy(ActorCriticPolicy):
         entropy_rows: rows per graph on which the exact per-row entropy is evaluated for
             ``entropy()`` (an unbiased estimate; None = every row). See
             :class:`EdgeSelectionDistribution`.
+        edge_linear_init: initial weights of the scorer's linear edge path (one per edge
+            feature; None = zeros). See :class:`EdgeScorer`.
         optimizer_class, optimizer_kwargs: as in SB3.
     """
 
@@ -350,13 +414,16 @@ class GNNEdgePolicy(ActorCriticPolicy):
         temperature: float = 1.0,
         entropy_samples: int = 16,
         entropy_rows: int | None = 64,
+        edge_linear_init: list[float] | None = None,
         use_sde: bool = False,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(observation_space, spaces.Dict) or set(observation_space.spaces) != set(OBSERVATION_KEYS):
+        keys = set(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else set()
+        if keys not in (set(OBSERVATION_KEYS), {*OBSERVATION_KEYS, PADDED_GRAPH_KEY}):
             raise ValueError(
-                f"GNNEdgePolicy needs a Dict observation space with keys {OBSERVATION_KEYS}, got {observation_space}"
+                f"GNNEdgePolicy needs a Dict observation space with keys {OBSERVATION_KEYS} (and optionally "
+                f"{PADDED_GRAPH_KEY!r}), got {observation_space}"
             )
         n_edges = observation_space["edge_index"].shape[-1]
         if not isinstance(action_space, spaces.MultiBinary) or action_space.shape != (n_edges,):
@@ -373,6 +440,7 @@ class GNNEdgePolicy(ActorCriticPolicy):
         self.k, self.distribution = k, distribution
         self.backbone, self.hidden_dim, self.n_layers, self.heads = backbone, hidden_dim, n_layers, heads
         self.entropy_samples, self.entropy_rows = entropy_samples, entropy_rows
+        self.edge_linear_init = None if edge_linear_init is None else [float(w) for w in edge_linear_init]
         self.temperature = temperature
         self.use_sde, self.share_features_extractor, self.dist_kwargs = False, True, None
         per_row = (
@@ -396,7 +464,8 @@ class GNNEdgePolicy(ActorCriticPolicy):
     def _build(self, lr_schedule: Schedule) -> None:
         node_dim = self.observation_space["node_features"].shape[-1]
         edge_dim = self.observation_space["edge_features"].shape[-1]
-        self.scorer = EdgeScorer(node_dim, edge_dim, self.hidden_dim, self.n_layers, self.backbone, self.heads)
+        self.scorer = EdgeScorer(node_dim, edge_dim, self.hidden_dim, self.n_layers, self.backbone, self.heads,
+                                 edge_linear_init=self.edge_linear_init)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -405,15 +474,17 @@ class GNNEdgePolicy(ActorCriticPolicy):
             lr_schedule=self._dummy_schedule, k=self.k, distribution=self.distribution.value,
             backbone=self.backbone.value, hidden_dim=self.hidden_dim, n_layers=self.n_layers, heads=self.heads,
             temperature=self.temperature, entropy_samples=self.entropy_samples, entropy_rows=self.entropy_rows,
-            optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs,
+            edge_linear_init=self.edge_linear_init, optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs,
         )
         return data
 
     def _evaluate(self, obs: PyTorchObs) -> tuple[EdgeSelectionDistribution, th.Tensor]:
         """The action distribution and values (B, 1) for a batch of Dict observations."""
-        graph = batch_graphs(obs["node_features"].float(), obs["edge_index"], obs["edge_features"].float())
+        graph_size = obs.get(PADDED_GRAPH_KEY)
+        graph = batch_graphs(obs["node_features"].float(), obs["edge_index"], obs["edge_features"].float(), graph_size)
         logits, values = self.scorer(graph)  # (B, E), (B,)
-        layout = row_layout(obs["edge_index"], graph.n_nodes)
+        edge_valid = None if graph.edge_valid is None else graph.edge_valid.view(graph.n_graphs, graph.n_edges)  # (B, E)
+        layout = row_layout(obs["edge_index"], graph.n_nodes, edge_valid)
         distribution = self.action_dist.proba_distribution(logits / self.temperature, layout)
         return distribution, values.unsqueeze(-1)  # (B, 1)
 
@@ -431,6 +502,14 @@ class GNNEdgePolicy(ActorCriticPolicy):
         distribution, values = self._evaluate(obs)
         return values, distribution.log_prob(actions), distribution.entropy()
 
+    def evaluate_actions_per_row(
+        self, obs: PyTorchObs, actions: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """Values (B, 1), per-row log-probabilities (B, R), rows with candidates (B, R) bool and
+        the mean per-row entropy (B,) of stored actions (B, E): what :class:`agents.row_ppo.RowPPO` needs."""
+        distribution, values = self._evaluate(obs)
+        return values, distribution.log_prob_per_row(actions), distribution.row_weight, distribution.mean_row_entropy()
+
     def get_distribution(self, obs: PyTorchObs) -> EdgeSelectionDistribution:
         return self._evaluate(obs)[0]
 
@@ -442,12 +521,14 @@ class GNNEdgePolicy(ActorCriticPolicy):
 
     def obs_to_tensor(self, observation: dict[str, np.ndarray]) -> tuple[PyTorchObs, bool]:  # type: ignore[override]
         """Dict of arrays (single or batched, any graph size) -> dict of tensors with a batch dim."""
-        if not isinstance(observation, dict) or set(observation) != set(OBSERVATION_KEYS):
-            keys = sorted(observation) if isinstance(observation, dict) else type(observation).__name__
-            raise ValueError(f"observation must be a dict with keys {OBSERVATION_KEYS}, got {keys}")
+        keys = set(observation) if isinstance(observation, dict) else None
+        if keys not in (set(OBSERVATION_KEYS), {*OBSERVATION_KEYS, PADDED_GRAPH_KEY}):
+            got = sorted(observation) if isinstance(observation, dict) else type(observation).__name__
+            raise ValueError(f"observation must be a dict with keys {OBSERVATION_KEYS} (and optionally "
+                             f"{PADDED_GRAPH_KEY!r}), got {got}")
         vectorized = np.asarray(observation["node_features"]).ndim == 3
         tensors = {}
-        for key in OBSERVATION_KEYS:
+        for key in sorted(keys):
             array = np.asarray(observation[key])
             tensors[key] = th.as_tensor(array if vectorized else array[None], device=self.device)
         return tensors, vectorized

@@ -1,9 +1,11 @@
 """AnisotropicAMG-v0 reference agents and PyAMG's own strength measures.
 
-Agents choose the finest level's strong edges, as the learned policy does; the
-solver references (:func:`solver_references`) run PyAMG's measures on every level,
-so the table shows both what the agent's formulation can reach and what classical
-AMG reaches outside it.
+Agents choose strong edges on whatever level the env shows (the finest level only,
+or every level in ``mode="multilevel"``), as the learned policy does; the solver
+references (:func:`solver_references`) run PyAMG's measures on every level, so the
+table shows both what the agent's formulation can reach and what classical AMG
+reaches outside it. Reference names: ``random`` (the agent's own mode), ``direction``
+(finest level only), ``direction_every_level`` (multi-level mode).
 """
 
 from __future__ import annotations
@@ -37,11 +39,24 @@ def _amg_top_k_per_row(rows: np.ndarray, scores: np.ndarray, k: int) -> np.ndarr
     return selected
 
 
+def _valid_part(observation: dict[str, np.ndarray], select: Any) -> np.ndarray:
+    """Run ``select`` on the valid leading edges of a (possibly padded) graph; pad the result with 0."""
+    if "graph_size" not in observation:
+        return select(observation)
+    n_edges = int(observation["graph_size"][1])
+    selection = np.zeros(np.asarray(observation["edge_index"]).shape[-1], np.int8)  # (E_cap,)
+    selection[:n_edges] = select({
+        "edge_index": np.asarray(observation["edge_index"])[:, :n_edges],
+        "edge_features": np.asarray(observation["edge_features"])[:n_edges],
+    })
+    return selection
+
+
 def _amg_batched(observation: dict[str, np.ndarray], select: Any) -> np.ndarray:
     if np.asarray(observation["edge_index"]).ndim == 3:
         n = len(observation["edge_index"])
-        return np.stack([select({key: value[i] for key, value in observation.items()}) for i in range(n)])
-    return select(observation)
+        return np.stack([_valid_part({key: value[i] for key, value in observation.items()}, select) for i in range(n)])
+    return _valid_part(observation, select)
 
 
 class AMGRandomKPerRowAgent:
@@ -70,13 +85,12 @@ class AMGRandomKPerRowAgent:
 class AMGDirectionAgent:
     """AnisotropicAMG-v0 baseline: the k neighbours best aligned with the strong diffusion direction.
 
-    From the observation only: per row, M = sum_j (-A_ij / A_ii) o_j o_j^T over the
-    neighbour offsets o_j (raw grid steps, diagonal ones of length sqrt 2) is
-    proportional to the 9-point stencil's diffusion tensor Q diag(1, eps) Q^T; its
-    principal eigenvector is the strong direction v. Edges are ranked by |cos(o_j, v)|,
-    ties by |A_ij| (the signs of o_j do not matter: M is quadratic in o_j). Computed
-    from the edge features ``a_over_diagonal``, ``cos_2phi``, ``sin_2phi`` and
-    ``is_diagonal`` of :data:`envs.amg.graph.EDGE_FEATURE_NAMES`.
+    From the observation only: the edge feature ``alignment``
+    (:data:`envs.amg.graph.EDGE_FEATURE_NAMES`) is |cos(o_j, v)|, v the principal
+    eigenvector of M = sum_j (-A_ij / A_ii) o_j o_j^T over the row's neighbour offsets
+    o_j (grid steps on the finest level, aggregate-centroid offsets on coarse ones),
+    which on a 9-point stencil is proportional to the diffusion tensor
+    Q diag(1, eps) Q^T. Edges are ranked by it, ties by |A_ij|.
     """
 
     def __init__(self, k: int) -> None:
@@ -88,16 +102,7 @@ class AMGDirectionAgent:
         features = np.asarray(observation["edge_features"], dtype=np.float64)  # (E, Fe)
         column = {name: features[:, i] for i, name in enumerate(EDGE_FEATURE_NAMES)}
         rows = np.asarray(observation["edge_index"])[0].astype(np.int64)  # (E,)
-        phi = 0.5 * np.arctan2(column["sin_2phi"], column["cos_2phi"])  # (E,) edge angle, up to a sign
-        direction = np.stack([np.cos(phi), np.sin(phi)], axis=1)  # (E, 2) unit vector, up to a sign
-        offset = direction * np.where(column["is_diagonal"] > 0.5, np.sqrt(2.0), 1.0)[:, None]  # (E, 2)
-        coupling = column["a_over_diagonal"]  # (E,)
-        second_moment = coupling[:, None, None] * offset[:, :, None] * offset[:, None, :]  # (E, 2, 2)
-        tensor = np.zeros((rows.max() + 1, 2, 2))
-        np.add.at(tensor, rows, second_moment)  # (N, 2, 2)
-        strong = np.linalg.eigh(tensor)[1][:, :, -1]  # (N, 2) eigenvector of the largest eigenvalue
-        alignment = np.abs(np.einsum("ed,ed->e", direction, strong[rows]))  # (E,)
-        score = alignment + 1e-6 * np.abs(column["a_row_normalised"])  # (E,)
+        score = column["alignment"] + 1e-6 * np.abs(column["a_row_normalised"])  # (E,)
         return _amg_top_k_per_row(rows, score, self.k).astype(np.int8)
 
     def predict(
@@ -120,7 +125,8 @@ def random_k_per_row_agent(env: gym.Env, agent: Any, seed: int) -> AMGRandomKPer
 
 
 def direction_agent(env: gym.Env, agent: Any, seed: int) -> AMGDirectionAgent:
-    """Reference "direction": the k edges best aligned with the strong diffusion direction."""
+    """Reference "direction" / "direction_every_level": the k edges best aligned with the
+    strong diffusion direction (the env's mode decides on which levels)."""
     return AMGDirectionAgent(edges_per_row(agent))
 
 
@@ -163,5 +169,7 @@ def solver_references(context: Any) -> dict[str, Any]:
         "grid_size": core.grid_size,
         "edges_per_row": edges_per_row(context.agent),
         "coarse_strength": core.coarse_strength.value,
+        "mode": core.mode.value,
+        "problem_family": core.problem_family.value,
         "baselines": {name: summarise_solves(rs) for name, rs in records.items()},
     }

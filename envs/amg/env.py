@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import gymnasium as gym
@@ -9,19 +10,56 @@ import numpy as np
 import scipy.sparse as sp
 from gymnasium import spaces
 
-from envs.amg.graph import EDGE_FEATURE_NAMES, GridGraph, grid_graph, observation, strength_matrix
-from envs.amg.problems import DiffusionProblem, right_hand_side, split_problems
-from envs.amg.solver import SolveResult, SolverFailure, StrengthMeasure, finest_level_strength, solve
+from envs.amg.graph import (
+    EDGE_FEATURE_NAMES,
+    GridGraph,
+    LevelGraph,
+    coarse_coordinates,
+    grid_coordinates,
+    grid_graph,
+    level_graph,
+    observation,
+    strength_matrix,
+)
+from envs.amg.problems import Problem, ProblemFamily, right_hand_side, split_problems
+from envs.amg.solver import (
+    MAX_LEVELS,
+    LevelByLevelHierarchy,
+    SolveResult,
+    SolverFailure,
+    StrengthMeasure,
+    finest_level_strength,
+    per_level_strength,
+    solve,
+)
 from envs.splits import Split, parse_split
 from rewards.amg import FAILURE_REWARD, relative_work_reward
 from rewards.choices import parse_choice
 
-__all__ = ["AnisotropicAMGEnv", "DEFAULT_EDGES_PER_ROW"]
+__all__ = ["AnisotropicAMGEnv", "DEFAULT_EDGES_PER_ROW", "EDGE_CAPACITY_FACTOR", "EpisodeMode"]
 
 DEFAULT_EDGES_PER_ROW = 4
 """k of the per-row top-k policies and baselines (the env itself accepts any edge set).
 Four neighbours per row, symmetrised, can express every two-axis aggregation pattern,
 the family the best fixed patterns come from (see README)."""
+
+
+EDGE_CAPACITY_FACTOR = 2
+"""Multi-level mode pads every level's edge list to this many times the finest level's
+edges (coarse SA operators are denser; measured at 32 x 32: <= 0.3 x E for 4 edges per
+row, 1.05 x E for 1 random edge per row)."""
+
+
+class EpisodeMode(str, Enum):
+    """Where the agent's C is used.
+
+    - ``finest``: one step, C on the finest level, ``coarse_strength`` below (default).
+    - ``multilevel``: one step per level, C_l on level l; the env aggregates with C_l and
+      shows the next coarse operator.
+    """
+
+    FINEST = "finest"
+    MULTILEVEL = "multilevel"
 
 
 def _as_int(value: Any, field: str, low: int, high: int | None = None) -> int:
@@ -38,51 +76,72 @@ class AnisotropicAMGEnv(gym.Env):
 
     ## Description
     The matrix is the 9-point finite-difference discretisation of
-    -div(Q diag(1, eps) Q^T grad u) = f on an n x n grid (:mod:`envs.amg.problems`).
-    The agent selects a set S of off-diagonal edges; C = sym(S) + I becomes the
-    strength-of-connection matrix of PyAMG's smoothed-aggregation solver on the
-    finest level, and ``coarse_strength`` is used on every level below
-    (:mod:`envs.amg.solver`). The hierarchy preconditions PCG on a seeded
-    right-hand side. Single step: one matrix, one C, one reward.
+    -div(Q diag(1, eps) Q^T grad u) = f on an n x n grid (:mod:`envs.amg.problems`),
+    with constant (eps, theta) (``problem_family="constant"``) or (eps, theta)
+    piecewise constant over 2-6 Voronoi regions (``"heterogeneous"``). The agent
+    selects sets S of off-diagonal edges; C = sym(S) + I becomes a
+    strength-of-connection matrix of PyAMG's smoothed-aggregation solver
+    (:mod:`envs.amg.solver`), whose hierarchy preconditions PCG on a seeded
+    right-hand side.
+
+    - ``mode="finest"`` (default): one step; C on the finest level, ``coarse_strength``
+      on every level below.
+    - ``mode="multilevel"``: one step per coarsening. Step l shows level l's operator
+      A_l (level 0: the matrix; node coordinates carried down as aggregate centroids),
+      the agent selects its edges, the env aggregates along C_l with PyAMG's own level
+      code and forms A_{l+1} = P^T A_l P; after the last level (PyAMG's rule: at most
+      10 unknowns, or 10 levels) PyAMG builds the hierarchy from the list
+      ``[('predefined', {'C': C_0}), ('predefined', {'C': C_1}), ...]`` with the
+      reference's B and options, so only C differs, and the PCG solve gives the reward.
+      When a coarse level has more edges than the padded capacity
+      (:data:`EDGE_CAPACITY_FACTOR` x the finest level's), the episode ends there and
+      ``coarse_strength`` is used on the remaining levels (``info["capacity_fallback"]``).
 
     ## Action Space
     ``MultiBinary(E)``: bit e = 1 selects edge e = (i, j) of the observation's edge
-    list (E = 2 n (n - 1) * 2 + 4 (n - 1)^2: 7,812 at n = 32). Every bit pattern is
-    valid: C = (S or S^T) + I. Policies usually pick k edges per row
-    (:data:`DEFAULT_EDGES_PER_ROW`); the env does not require it and reports the
-    resulting ``strong_edges_per_row``. An action outside the space (wrong shape,
-    a value other than 0/1) raises ``ValueError``.
+    list. Finest mode: E = 2 n (n - 1) * 2 + 4 (n - 1)^2 (7,812 at n = 32), every bit
+    pattern is valid. Multi-level mode: E = :data:`EDGE_CAPACITY_FACTOR` x that; only
+    the first ``graph_size[1]`` bits are edges of the current level; a set bit beyond
+    them is ignored and flagged ``info["invalid_action"] = True``. Policies usually
+    pick k edges per row (:data:`DEFAULT_EDGES_PER_ROW`); the env reports the resulting
+    ``strong_edges_per_row``. An action outside the space (wrong shape, a value other
+    than 0/1) raises ``ValueError``.
 
     ## Observation Space
-    ``Dict`` of fixed size for a given n (N = n^2 nodes, E edges, m =
-    ``n_smoothed_vectors``):
+    ``Dict`` of fixed size for a given n (N = n^2 nodes, E edges as above, m =
+    ``n_smoothed_vectors``). In multi-level mode level l's N_l nodes and E_l edges
+    fill the first rows; the rest is zero padding.
 
     | key | shape | dtype | meaning | range |
     |---|---|---|---|---|
-    | node_features | (N, m + 2) | float32 | m random vectors after 5 weighted-Jacobi sweeps (omega 2/3) on A e = 0, z-scored; then grid coordinates ix/(n-1), iy/(n-1) | [-sqrt N, sqrt N]; [0, 1] |
-    | edge_index | (2, E) | int64 | [source; target] node of each edge, sorted by source then target (CSR order), the same for every matrix of size n | [0, N - 1] |
-    | edge_features | (E, 8) | float32 | :data:`envs.amg.graph.EDGE_FEATURE_NAMES`: A_ij / row max abs, -A_ij / A_ii, doubled-angle direction (cos 2phi, sin 2phi: the same for (i, j) and its mirror edge), is-diagonal, algebraic distance of the smoothed vectors / row max, alignment with the row's strong diffusion direction, the row's anisotropy | [-1, 1] |
+    | node_features | (N, m + 2), multilevel (N, m + 3) | float32 | m random vectors after 5 weighted-Jacobi sweeps (omega 2/3) on A_l e = 0, z-scored; node coordinates x/(n-1), y/(n-1) (grid index, or aggregate centroid); multilevel: the level index l / 9 | [-sqrt N, sqrt N]; [0, 1]; [0, 1] |
+    | edge_index | (2, E) | int64 | [source; target] node of each edge, sorted by source then target (CSR order); finest: the same for every matrix of size n | [0, N - 1] |
+    | edge_features | (E, 8) | float32 | :data:`envs.amg.graph.EDGE_FEATURE_NAMES`: A_ij / row max abs, -A_ij / sqrt(A_ii A_jj), doubled-angle direction (cos 2phi, sin 2phi: the same for (i, j) and its mirror edge), is-diagonal, algebraic distance of the smoothed vectors / row max, alignment with the row's strong diffusion direction, the row's anisotropy | [-1, 1] |
+    | graph_size (multilevel only) | (2,) | int64 | [N_l, E_l] of the current level | [0, E] |
 
     ## Rewards
     ``log(W_baseline / W)`` with W = operator complexity / -log10(rho), the work per
     digit of accuracy (:mod:`rewards.amg`); rho is the mean PCG residual reduction per
     iteration to ||r|| < 1e-8 ||b||. The baseline is PyAMG with ``coarse_strength`` on
     *every* level (the default ``symmetric``: PyAMG's own default, theta = 0), same B =
-    ones, same options, same right-hand side, so only the finest-level C differs.
-    0 = as good as the baseline; > 0 = less work. A PyAMG failure (exception,
+    ones, same options, same right-hand side, so only C differs. 0 = as good as the
+    baseline; > 0 = less work. Multi-level mode: 0 on every step but the last (no
+    per-level shaping; the return is the same reward). A PyAMG failure (exception,
     numerical warning, no residual reduction) gives ``FAILURE_REWARD`` = -log 8 and
     ``info["solver_failed"] = True``; successful solves are floored at the same value
-    (``info["reward_floored"]``). Deterministic for a given seed and action.
+    (``info["reward_floored"]``). Deterministic for a given seed and actions.
 
-    ``info``: ``case``, ``epsilon``, ``theta``, ``solver_failed``, ``reward_floored``,
-    ``invalid_action`` (always False: every bit pattern is a valid C),
-    ``strong_edges_per_row``, and for the learned C and the baseline
-    (``baseline_`` prefix): ``pcg_iterations``, ``converged``, ``convergence_factor``,
+    ``info`` (last step): ``case``, ``epsilon``, ``theta`` (lists per region, and
+    ``n_regions``, for ``heterogeneous``), ``solver_failed``, ``reward_floored``,
+    ``invalid_action``, ``strong_edges_per_row`` (of the step's level), ``level``,
+    ``capacity_fallback``, and for the learned C and the baseline (``baseline_``
+    prefix): ``pcg_iterations``, ``converged``, ``convergence_factor``,
     ``operator_complexity``, ``levels``, ``work`` (complexity x iterations),
     ``work_per_digit``, and with ``report_timings=True`` ``setup_seconds`` and
     ``solve_seconds`` (wall clock, so not reproducible: off by default, so that equal
     seeds and actions give equal infos). The learned-C entries are None when the
-    solver failed.
+    solver failed. Intermediate multi-level steps give ``case``, ``level``,
+    ``invalid_action``, ``strong_edges_per_row``, ``coarse_nodes``.
 
     ## Starting State
     A case drawn uniformly from the split with the env's ``np_random`` (or
@@ -91,19 +150,30 @@ class AnisotropicAMGEnv(gym.Env):
     (:func:`envs.amg.problems.right_hand_side`), so the baseline is cached per case.
 
     ## Episode End
-    - Termination: after the single step.
+    The terminal observation is the last one the agent acted on (nothing follows it).
+
+    - Termination: finest mode after the single step; multi-level mode after the step
+      of the last level to coarsen (3 steps at n = 32 with 4 edges per row), a solver
+      failure, or a capacity fallback.
     - Truncation: never.
 
     ## Arguments
-    ``grid_size`` (32; unknowns per side, >= 2; 64 and 128 for transfer),
-    ``split`` ("train" 256 cases / "val" 32 / "test" 32, disjoint parameters),
-    ``coarse_strength`` (:class:`StrengthMeasure`: "symmetric" default, as the source
-    system; "evolution"; "symmetric_0.25"), ``n_smoothed_vectors`` (4),
-    ``max_iterations`` (300 PCG iterations), ``problem_seed`` (0: which parameter draw),
-    ``report_timings`` (False: add wall-clock setup/solve seconds to ``info``).
+    | Parameter | Type | Default | Description |
+    |---|---|---|---|
+    | grid_size | int | 32 | unknowns per side, >= 2 (64, 128 for transfer) |
+    | split | str | "train" | "train" 256 cases / "val" 32 / "test" 32, disjoint parameters |
+    | mode | str | "finest" | :class:`EpisodeMode`: ``finest`` or ``multilevel`` |
+    | problem_family | str | "constant" | :class:`envs.amg.problems.ProblemFamily`: ``constant`` or ``heterogeneous`` |
+    | coarse_strength | str | "symmetric" | :class:`StrengthMeasure` of the reference and of the levels the agent does not choose: ``symmetric`` (theta 0, PyAMG's default), ``evolution``, ``symmetric_0.25`` |
+    | n_smoothed_vectors | int | 4 | random smoothed vectors per node |
+    | max_iterations | int | 300 | PCG iteration cap |
+    | problem_seed | int | 0 | which parameter draw |
+    | report_timings | bool | False | add wall-clock setup/solve seconds to ``info`` |
 
     ## Version History
-    - v0: initial release.
+    - v0: initial release; ``mode`` and ``problem_family`` added with defaults that keep
+      the original behaviour (the ``is_diagonal`` and ``a_over_diagonal`` features are
+      unchanged on constant-coefficient grids).
     """
 
     metadata = {"render_modes": []}
@@ -112,6 +182,8 @@ class AnisotropicAMGEnv(gym.Env):
         self,
         grid_size: int = 32,
         split: Split | str = "train",
+        mode: EpisodeMode | str = "finest",
+        problem_family: ProblemFamily | str = "constant",
         coarse_strength: StrengthMeasure | str = "symmetric",
         n_smoothed_vectors: int = 4,
         max_iterations: int = 300,
@@ -125,24 +197,32 @@ class AnisotropicAMGEnv(gym.Env):
         if not isinstance(report_timings, bool):
             raise TypeError(f"report_timings must be a bool, got {report_timings!r}")
         self.report_timings = report_timings
+        self.mode = parse_choice(EpisodeMode, mode, "mode")
+        self.problem_family = parse_choice(ProblemFamily, problem_family, "problem_family")
         self.coarse_strength = parse_choice(StrengthMeasure, coarse_strength, "coarse_strength")
         self.split = parse_split(split)
-        self.problems: list[DiffusionProblem] = split_problems(self.split, self.grid_size, self.problem_seed)
+        self.problems: list[Problem] = split_problems(self.split, self.grid_size, self.problem_seed, self.problem_family)
         self.graph: GridGraph = grid_graph(self.grid_size)
-        n_nodes, n_edges = self.graph.n_nodes, self.graph.n_edges
-        self.observation_space = spaces.Dict(
-            {
-                # a z-score of N values is at most sqrt(N - 1) in magnitude
-                "node_features": spaces.Box(
-                    -np.sqrt(n_nodes), np.sqrt(n_nodes), (n_nodes, self.n_smoothed_vectors + 2), np.float32
-                ),
-                "edge_index": spaces.Box(0, n_nodes - 1, (2, n_edges), np.int64),
-                "edge_features": spaces.Box(-1.0, 1.0, (n_edges, len(EDGE_FEATURE_NAMES)), np.float32),
-            }
-        )
-        self.action_space = spaces.MultiBinary(n_edges)
+        n_nodes = self.graph.n_nodes
+        multilevel = self.mode is EpisodeMode.MULTILEVEL
+        self.edge_capacity = self.graph.n_edges * (EDGE_CAPACITY_FACTOR if multilevel else 1)
+        n_node_features = self.n_smoothed_vectors + 2 + int(multilevel)
+        spaces_ = {
+            # a z-score of N values is at most sqrt(N - 1) in magnitude
+            "node_features": spaces.Box(-np.sqrt(n_nodes), np.sqrt(n_nodes), (n_nodes, n_node_features), np.float32),
+            "edge_index": spaces.Box(0, n_nodes - 1, (2, self.edge_capacity), np.int64),
+            "edge_features": spaces.Box(-1.0, 1.0, (self.edge_capacity, len(EDGE_FEATURE_NAMES)), np.float32),
+        }
+        if multilevel:
+            spaces_["graph_size"] = spaces.Box(0, self.edge_capacity, (2,), np.int64)
+        self.observation_space = spaces.Dict(spaces_)
+        self.action_space = spaces.MultiBinary(self.edge_capacity)
         self._baselines: dict[int, SolveResult] = {}
         self._case: int | None = None
+        self._hierarchy: LevelByLevelHierarchy | None = None
+        self._level_graph: GridGraph | LevelGraph = self.graph
+        self._strengths: list[sp.csr_array] = []
+        self._last_observation: dict[str, np.ndarray] | None = None
 
     # -- public helpers (also used by benchmarks.amg) -------------------------------------
     def rhs(self, case: int) -> np.ndarray:
@@ -157,8 +237,8 @@ class AnisotropicAMGEnv(gym.Env):
         return self._baselines[case]
 
     def strength_of(self, action: np.ndarray) -> sp.csr_array:
-        """C = sym(S) + I for a MultiBinary action (validated)."""
-        return strength_matrix(self._selected_edges(action), self.graph)
+        """C = sym(S) + I of the current level (the finest before a multi-level episode) for a MultiBinary action."""
+        return strength_matrix(self._selected_edges(action)[0], self._level_graph)
 
     # -- Gymnasium API -------------------------------------------------------------------
     @property
@@ -178,45 +258,102 @@ class AnisotropicAMGEnv(gym.Env):
             case = int(self.np_random.integers(len(self.problems)))
         self._case = case
         problem = self.problems[case]
-        obs = observation(problem.matrix(), self.graph, self.n_smoothed_vectors, self.np_random)
-        return obs, {"case": case, "epsilon": problem.epsilon, "theta": problem.theta}
+        self._level_graph, self._strengths = self.graph, []
+        if self.mode is EpisodeMode.MULTILEVEL:
+            self._hierarchy = LevelByLevelHierarchy(problem.matrix())
+            self._coordinates = grid_coordinates(self.grid_size)
+        return self._observe(problem.matrix()), {"case": case, **problem.describe()}
 
-    def _selected_edges(self, action: Any) -> np.ndarray:
+    def _observe(self, matrix: sp.spmatrix) -> dict[str, np.ndarray]:
+        obs = observation(matrix, self._level_graph, self.n_smoothed_vectors, self.np_random)
+        if self.mode is EpisodeMode.FINEST:
+            self._last_observation = obs
+            return obs
+        level = len(self._strengths)
+        n_nodes, n_edges = self._level_graph.n_nodes, self._level_graph.n_edges
+        node_features = np.zeros(self.observation_space["node_features"].shape, np.float32)  # (N, m + 3)
+        node_features[:n_nodes, :-1] = obs["node_features"]
+        node_features[:n_nodes, -1] = level / (MAX_LEVELS - 1)
+        edge_index = np.zeros((2, self.edge_capacity), np.int64)  # (2, E)
+        edge_index[:, :n_edges] = obs["edge_index"]
+        edge_features = np.zeros((self.edge_capacity, len(EDGE_FEATURE_NAMES)), np.float32)  # (E, Fe)
+        edge_features[:n_edges] = obs["edge_features"]
+        self._last_observation = {
+            "node_features": node_features,
+            "edge_index": edge_index,
+            "edge_features": edge_features,
+            "graph_size": np.array([n_nodes, n_edges], np.int64),
+        }
+        return self._last_observation
+
+    def _selected_edges(self, action: Any) -> tuple[np.ndarray, bool]:
+        """(the current level's selected-edge mask, whether a padding bit was set)."""
         array = np.asarray(action)
-        if array.shape != (self.graph.n_edges,):
-            raise ValueError(f"action must have shape ({self.graph.n_edges},) (one bit per edge), got {array.shape}")
+        if array.shape != (self.edge_capacity,):
+            raise ValueError(f"action must have shape ({self.edge_capacity},) (one bit per edge slot), got {array.shape}")
         if array.dtype.kind not in "biuf" or not np.isin(array, (0, 1)).all():
             raise ValueError("action must contain only 0 and 1 (MultiBinary)")
-        return array.astype(bool)
+        selected = array.astype(bool)
+        n_edges = self._level_graph.n_edges
+        return selected[:n_edges], bool(selected[n_edges:].any())
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._case is None:
             raise RuntimeError("step() called before reset(), or after the episode terminated; call reset()")
-        selected = self._selected_edges(action)
+        selected, padding_set = self._selected_edges(action)
+        case = self._case
+        problem = self.problems[case]
+        C = strength_matrix(selected, self._level_graph)
+        info: dict[str, Any] = {
+            "case": case,
+            "level": len(self._strengths),
+            "invalid_action": padding_set,
+            "strong_edges_per_row": (C.nnz - C.shape[0]) / C.shape[0],
+        }
+        if self.mode is EpisodeMode.FINEST:
+            return self._finish(finest_level_strength(C, self.coarse_strength), info, fallback=False)
+        self._strengths.append(C)
+        try:
+            aggregation = self._hierarchy.coarsen(C)
+        except SolverFailure as failure:
+            return self._finish(None, info, fallback=False, failure=failure)
+        if self._hierarchy.finished:
+            return self._finish(per_level_strength(self._strengths), info, fallback=False)
+        self._coordinates = coarse_coordinates(aggregation, self._coordinates)
+        coarse = self._hierarchy.operator
+        graph = level_graph(coarse, self._coordinates, self.grid_size)
+        if graph.n_edges > self.edge_capacity:
+            return self._finish(per_level_strength(self._strengths, self.coarse_strength), info, fallback=True)
+        self._level_graph = graph
+        info["coarse_nodes"] = graph.n_nodes
+        return self._observe(coarse), 0.0, False, False, info
+
+    def _finish(
+        self, strength: Any, info: dict[str, Any], *, fallback: bool, failure: SolverFailure | None = None
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Solve with ``strength`` (None: the setup already failed) and end the episode."""
         case, self._case = self._case, None
         problem = self.problems[case]
         matrix = problem.matrix()
         baseline = self.baseline(case)
-        C = strength_matrix(selected, self.graph)
-        info: dict[str, Any] = {
-            "case": case,
-            "epsilon": problem.epsilon,
-            "theta": problem.theta,
-            "invalid_action": False,
-            "strong_edges_per_row": (C.nnz - self.graph.n_nodes) / self.graph.n_nodes,
-            **{f"baseline_{k}": v for k, v in self._metrics(baseline).items()},
-        }
-        try:
-            result = solve(matrix, finest_level_strength(C, self.coarse_strength), self.rhs(case), self.max_iterations)
-        except SolverFailure as failure:
+        info.update(problem.describe(), capacity_fallback=fallback)
+        info.update({f"baseline_{k}": v for k, v in self._metrics(baseline).items()})
+        if failure is None:
+            try:
+                result = solve(matrix, strength, self.rhs(case), self.max_iterations)
+            except SolverFailure as err:
+                failure = err
+        if failure is not None:
             reward, floored = FAILURE_REWARD, False
             info.update({k: None for k in self._metrics(baseline)}, solver_failed=True, failure=str(failure))
         else:
             reward, floored = relative_work_reward(result.work_per_digit, baseline.work_per_digit)
             info.update(self._metrics(result), solver_failed=False)
         info["reward_floored"] = floored
-        obs = observation(matrix, self.graph, self.n_smoothed_vectors, self.np_random)
-        return obs, float(reward), True, False, info
+        self._level_graph, self._hierarchy, self._strengths = self.graph, None, []
+        # Gymnasium needs a terminal observation; it carries nothing new, so it is the last one shown
+        terminal = {key: value.copy() for key, value in self._last_observation.items()}
+        return terminal, float(reward), True, False, info
 
     def _metrics(self, result: SolveResult) -> dict[str, Any]:
         metrics = {

@@ -4,7 +4,9 @@ A *solve record* is a dict with ``reward`` (the env's: log of the reference solv
 work per digit over this one's), ``solver_failed`` and, for successful solves,
 ``pcg_iterations`` (to ||r|| < 1e-8 ||b||), ``operator_complexity``, ``work``
 (operator complexity x PCG iterations: fine-level matvec equivalents),
-``work_per_digit`` and ``setup_seconds`` (PyAMG setup, wall clock). Episodes give one
+``work_per_digit``, ``setup_seconds`` (PyAMG setup) and ``solve_seconds`` (PCG), wall
+clock (in multi-level mode the setup from the final C list; the env's level-by-level
+build that showed the levels is not counted). Episodes give one
 (:func:`solve_record`); PyAMG's own strength measures give them directly.
 
 :func:`summarise_solves` reports ``mean_reward`` / ``std_reward`` (over all solves,
@@ -26,7 +28,7 @@ from rewards.amg import FAILURE_REWARD, relative_work_reward
 
 __all__ = ["SOLVE_METRICS", "solve_record", "solver_record", "summarise", "summarise_solves"]
 
-SOLVE_METRICS = ("pcg_iterations", "operator_complexity", "work", "work_per_digit", "setup_seconds")
+SOLVE_METRICS = ("pcg_iterations", "operator_complexity", "work", "work_per_digit", "setup_seconds", "solve_seconds")
 
 
 def summarise_solves(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

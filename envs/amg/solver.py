@@ -22,16 +22,22 @@ from typing import Any
 import numpy as np
 import pyamg
 import scipy.sparse as sp
+from pyamg.aggregation.aggregation import _extend_hierarchy
 from pyamg.krylov import cg
+from pyamg.multilevel import MultilevelSolver
+from pyamg.util.utils import levelize_smooth_or_improve_candidates
 
 __all__ = [
     "MAX_COARSE",
+    "MAX_LEVELS",
+    "LevelByLevelHierarchy",
     "PYAMG_GLOBAL_SEED",
     "RTOL",
     "SolveResult",
     "SolverFailure",
     "StrengthMeasure",
     "finest_level_strength",
+    "per_level_strength",
     "solve",
 ]
 
@@ -39,6 +45,8 @@ RTOL = 1.0e-8
 """PCG stops when ||r|| < RTOL ||b|| (2-norm, unpreconditioned residual)."""
 MAX_COARSE = 10
 """PyAMG's default: levels are added until the coarsest has at most this many unknowns."""
+MAX_LEVELS = 10
+"""PyAMG's default ``max_levels``: at most MAX_LEVELS - 1 coarsenings (agent steps)."""
 
 
 class StrengthMeasure(str, Enum):
@@ -113,6 +121,72 @@ def _pinned_global_numpy_rng(seed: int) -> Iterator[None]:
 def finest_level_strength(C: sp.csr_array, coarse: StrengthMeasure) -> list[tuple[str, dict[str, Any]]]:
     """PyAMG's list form: the predefined C on the finest level, ``coarse`` below."""
     return [("predefined", {"C": sp.csr_matrix(C)}), coarse.pyamg_argument()]
+
+
+def per_level_strength(
+    strengths: list[sp.csr_array], rest: StrengthMeasure | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """PyAMG's list form with C_l on level l; ``rest`` (if given) on every level below the list."""
+    levels = [("predefined", {"C": sp.csr_matrix(C)}) for C in strengths]
+    return levels + ([rest.pyamg_argument()] if rest is not None else [])
+
+
+_DEFAULT_SMOOTH = ("jacobi", {"omega": 4.0 / 3.0})
+_DEFAULT_IMPROVE = (("block_gauss_seidel", {"sweep": "symmetric", "iterations": 4}), None)
+
+
+class LevelByLevelHierarchy:
+    """PyAMG's SA setup (B = ones, default options) advanced one coarsening per call.
+
+    ``coarsen(C)`` runs exactly the code ``smoothed_aggregation_solver`` runs for level
+    l with ``('predefined', {'C': C})`` (aggregation, candidate improvement, tentative
+    and smoothed prolongator, Galerkin product), with NumPy's global RNG (used by the
+    prolongation smoother's spectral-radius estimate) continued from the previous level
+    and seeded with :data:`PYAMG_GLOBAL_SEED` at the start, as :func:`solve` does.
+    """
+
+    def __init__(self, matrix: sp.csr_array) -> None:
+        operator = sp.csr_matrix(matrix, dtype=np.float64, copy=True)
+        operator.symmetry = "hermitian"
+        level = MultilevelSolver.Level()
+        level.A, level.B = operator, np.ones((operator.shape[0], 1))
+        self.levels = [level]
+        self._smooth = levelize_smooth_or_improve_candidates(_DEFAULT_SMOOTH, MAX_LEVELS)
+        self._improve = levelize_smooth_or_improve_candidates(_DEFAULT_IMPROVE, MAX_LEVELS)
+        state = np.random.get_state()
+        np.random.seed(PYAMG_GLOBAL_SEED)
+        self._rng_state = np.random.get_state()
+        np.random.set_state(state)
+
+    @property
+    def operator(self) -> sp.csr_matrix:
+        """The coarsest operator built so far (the one the next C applies to)."""
+        return self.levels[-1].A
+
+    @property
+    def finished(self) -> bool:
+        """PyAMG's stopping rule: MAX_LEVELS levels, or at most MAX_COARSE unknowns."""
+        return len(self.levels) >= MAX_LEVELS or self.operator.shape[0] <= MAX_COARSE
+
+    def coarsen(self, C: sp.csr_array) -> sp.csr_matrix:
+        """Aggregate the current level along C; returns AggOp (fine x coarse, 0/1 CSR)."""
+        if self.finished:
+            raise RuntimeError("the hierarchy is complete: no level left to coarsen")
+        depth = len(self.levels) - 1
+        strength = [None] * depth + [("predefined", {"C": sp.csr_matrix(C)})]
+        caller_state = np.random.get_state()
+        np.random.set_state(self._rng_state)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)
+                _extend_hierarchy(self.levels, strength, ["standard"] * (depth + 1), self._smooth, self._improve,
+                                  False, True)
+        except (ValueError, ArithmeticError, RuntimeWarning, np.linalg.LinAlgError, IndexError) as err:
+            raise SolverFailure(f"{type(err).__name__}: {err}") from err
+        finally:
+            self._rng_state = np.random.get_state()
+            np.random.set_state(caller_state)
+        return self.levels[-2].AggOp
 
 
 def solve(

@@ -200,7 +200,8 @@ def test_evaluator_reports_agent_and_baselines() -> None:
     keys = {"mean_reward", "std_reward", "n_episodes", "mean_pcg_iterations", "mean_operator_complexity",
             "mean_work", "mean_setup_seconds"}
     assert keys <= set(result)
-    assert {"symmetric", "symmetric_0.25", "evolution", "evolution_finest_level", "random", "direction"} == set(
+    assert {"symmetric", "symmetric_0.25", "evolution", "evolution_finest_level", "random", "direction",
+            "direction_every_level"} == set(
         result["baselines"]
     )
     for summary in result["baselines"].values():
