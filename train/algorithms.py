@@ -38,7 +38,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         AlgorithmSpec("a2c", "stable_baselines3:A2C"),
         AlgorithmSpec("maskable-ppo", "sb3_contrib:MaskablePPO", uses_action_masks=True),
         AlgorithmSpec("reinforce", "agents.reinforce:Reinforce"),
+        AlgorithmSpec("row-ppo", "agents.row_ppo:RowPPO"),
         AlgorithmSpec("vec-ppo", "agents.vec_ppo:VecPPO"),
+        AlgorithmSpec("grpo", "agents.grpo:GRPO", uses_action_masks=True),
     )
 }
 
