@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     references.add_argument("--env", dest="env_ids", action="append", metavar="ID",
                             help="env id or 'all' (default all); repeatable")
     references.add_argument("--episodes", type=int, default=None,
-                            help="test episodes (default: each env's own, its whole test split)")
+                            help="test episodes (default: every test case once)")
     references.add_argument("--check", action="store_true",
                             help="compare with the committed file instead of writing it; exit 1 on a mismatch")
     references.add_argument("--device", default="cpu", help=argparse.SUPPRESS)

@@ -49,15 +49,16 @@ class ReferenceScore:
 
 
 def compute_reference_score(env_id: str, episodes: int | None = None, seed: int = REFERENCE_SEED) -> ReferenceScore:
-    """Evaluate the env's reference agents on its test split with default kwargs."""
+    """Evaluate the env's reference agents on its test split with default kwargs (by
+    default on every test case once)."""
     row = envs.entry(env_id)
     name = row.evaluation.reference
     if name is None:
         raise ValueError(f"{env_id} names no reference (EvalProtocol.reference in envs/__init__.py)")
-    n = row.evaluation.default_episodes if episodes is None else episodes
-    env = gym.make(env_id)
-    space = env.action_space
+    env = gym.make(env_id, **dict(row.evaluation.test_kwargs))
+    space, n_cases = env.action_space, int(env.unwrapped.n_cases)
     env.close()
+    n = n_cases if episodes is None else episodes  # default: every test case once
     result = evaluate(RandomAgent(space, seed=seed), env_id, n_episodes=n, seed=seed)
     baselines = result["baselines"]
     if name not in baselines:

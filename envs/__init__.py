@@ -17,16 +17,24 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+import envs.cache  # noqa: F401  (registers the after-fork hook that keeps forked workers off torch threads)
 from envs.spec import CaseSchedule, EnvEntry, EvalProtocol, ReferenceAgent
 
 __all__ = ["ENTRIES", "ENV_IDS", "entry"]
 
 _RANDOM = ReferenceAgent("random", "agents.baselines.common:random_agent")
 
+_HG = "agents.baselines.hydrogel:"
+_HYDROGEL_DESIGN_REFERENCES = (
+    _RANDOM,
+    ReferenceAgent("best_constant_design", _HG + "best_constant_design_agent"),
+    ReferenceAgent("population_best_polymer", _HG + "population_best_polymer_agent"),
+    ReferenceAgent("oracle", _HG + "oracle_agent"),
+)
 _HYDROGEL = dict(
     evaluation=EvalProtocol(metrics="envs.hydrogel.metrics:summarise", default_episodes=43,
-                            extras="envs.hydrogel.metrics:cohort_facts"),
-    reference_agents=(_RANDOM,),
+                            extras="envs.hydrogel.metrics:cohort_facts", reference="oracle",
+                            headline_metrics=("mean_regret", "optimal_rate", "n_distinct_polymers")),
     sb3_wrapper="envs.hydrogel.wrappers:HybridBoxAction",
     sb3_vec_env="envs.hydrogel.sb3_vec:make_sb3_vec_env",
 )
@@ -37,6 +45,8 @@ _TAXONOMY = dict(
     evaluation=EvalProtocol(
         metrics="envs.taxonomy.metrics:summarise", schedule=CaseSchedule.SAMPLE,
         extras="agents.baselines.taxonomy:threshold_references",
+        plots="envs.taxonomy.plots:plot_risk_coverage", reference="supervised_abstention",
+        headline_metrics=("aurc",),
     ),
     reference_agents=(_RANDOM,),
     pretrain="train.pretrain_taxonomy:pretrain",
@@ -49,12 +59,23 @@ ENTRIES: dict[str, EnvEntry] = {
             "Hydrogel-v0", "envs.hydrogel.env:HydrogelEnv",
             vector_entry_point="envs.hydrogel.vector:HydrogelVectorEnv",
             summary="one hydrogel design (polymer, formulation, coverage) per post-infarction patient",
+            # per-patient black-box optimisers at 10 and 100 outcome-model calls per patient
+            reference_agents=(
+                *_HYDROGEL_DESIGN_REFERENCES,
+                *(ReferenceAgent(f"{m}_{n}", f"{_HG}{m}_{n}_agent") for m in ("random_search", "tpe") for n in (10, 100)),
+            ),
             **_HYDROGEL,
         ),
         EnvEntry(
             "HydrogelSearch-v0", "envs.hydrogel.env:HydrogelSearchEnv",
             vector_entry_point="envs.hydrogel.vector:HydrogelSearchVectorEnv",
             summary="`horizon` hydrogel designs per patient; the best one counts",
+            # the optimisers' trials are the episode's designs (budget = horizon)
+            reference_agents=(
+                *_HYDROGEL_DESIGN_REFERENCES,
+                ReferenceAgent("random_search", _HG + "random_search_horizon_agent"),
+                ReferenceAgent("tpe", _HG + "tpe_horizon_agent"),
+            ),
             **_HYDROGEL,
         ),
         EnvEntry(
@@ -62,7 +83,8 @@ ENTRIES: dict[str, EnvEntry] = {
             evaluation=EvalProtocol(
                 metrics="envs.prostate.metrics:summarise", schedule=CaseSchedule.PASSES,
                 test_kwargs={"split": "test", "relative_reward": False},
-                extras="envs.prostate.metrics:cohort_facts",
+                extras="envs.prostate.metrics:cohort_facts", reference="lesion_probe",
+                headline_metrics=("core_auroc", "balanced_accuracy", "sensitivity_at_60_specificity"),
             ),
             reference_agents=(
                 ReferenceAgent("none", "agents.baselines.prostate:stop_agent",
@@ -70,6 +92,12 @@ ENTRIES: dict[str, EnvEntry] = {
                 ReferenceAgent("random", "agents.baselines.prostate:random_cell_agent",
                                env_kwargs=_SEQUENTIAL, min_passes=3),
                 ReferenceAgent("center", "agents.baselines.prostate:center_agent", env_kwargs=_SEQUENTIAL, passes=1),
+                ReferenceAgent("needle_path", "agents.baselines.prostate:needle_path_agent",
+                               env_kwargs=_SEQUENTIAL, passes=1),
+                ReferenceAgent("needle_random", "agents.baselines.prostate:needle_random_agent",
+                               env_kwargs=_SEQUENTIAL, min_passes=3),
+                ReferenceAgent("lesion_probe", "agents.baselines.prostate:lesion_probe_agent",
+                               env_kwargs=_SEQUENTIAL, passes=1),
             ),
             pretrain="train.pretrain_prostate:pretrain",
             summary="attention points on a MedSAM feature grid; a SAM decoder scores the cancer heatmap",
@@ -80,13 +108,16 @@ ENTRIES: dict[str, EnvEntry] = {
                 metrics="envs.amg.metrics:summarise", default_episodes=20, warm_up=True,
                 test_kwargs={"split": "test", "report_timings": True},
                 extras="agents.baselines.amg:solver_references",
-                transfer=("transfer_grid_sizes", "grid_size"),
+                transfer=("transfer_grid_sizes", "grid_size"), reference="evolution",
+                headline_metrics=("mean_work", "mean_pcg_iterations", "mean_operator_complexity"),
             ),
             reference_agents=(
                 ReferenceAgent("random", "agents.baselines.amg:random_k_per_row_agent"),
-                ReferenceAgent("direction", "agents.baselines.amg:direction_agent"),
+                ReferenceAgent("direction", "agents.baselines.amg:direction_agent", env_kwargs={"mode": "finest"}),
+                ReferenceAgent("direction_every_level", "agents.baselines.amg:direction_agent",
+                               env_kwargs={"mode": "multilevel"}),
             ),
-            summary="strong edges (strength of connection) for PyAMG smoothed aggregation",
+            summary="strong edges (strength of connection) for PyAMG smoothed aggregation, on one or every level",
         ),
         EnvEntry(
             "Taxonomy-v0", "envs.taxonomy.env:TaxonomyEnv",

@@ -271,6 +271,9 @@ class ProstateEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
+        unknown = sorted(set(options or {}) - {"case"})
+        if unknown:
+            raise ValueError(f"reset options: unknown keys {unknown}; valid: ['case']")
         case = (options or {}).get("case")
         if case is None:
             self._case = int(self.np_random.integers(self.n_cases))

@@ -50,6 +50,7 @@ def test_every_id_has_a_complete_row(env_id: str) -> None:
     ]:
         assert callable(import_target(target, env_id)), target
     assert row.summary
+    assert row.evaluation.reference is not None and row.evaluation.reference != "random"
 
 
 def test_unknown_id_lists_the_valid_ones() -> None:
