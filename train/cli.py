@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _run(args: argparse.Namespace) -> dict:
     from train.runner import new_run_dir, resume_run, train_run
 
     if args.resume is not None:
-        return resume_run(args.resume, device=None if args.device == "cpu" else args.device)
+        return resume_run(args.resume, device=None if args.device == "cpu" else args.device, command=args.command_line)
     if args.env_id is None:
         raise UsageError("--env is required (e.g. --env Hydrogel-v0) unless --resume is given")
     overrides = parse_overrides(args.hyperparams)
@@ -75,7 +76,7 @@ def _run(args: argparse.Namespace) -> dict:
     run_dir = args.run_dir or new_run_dir(args.runs_root, args.algo, args.env_id)
     if args.run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-    return train_run(config, run_dir)
+    return train_run(config, run_dir, command=args.command_line)
 
 
 def _pretrain(args: argparse.Namespace, overrides: dict) -> dict:
@@ -103,6 +104,7 @@ def _pretrain(args: argparse.Namespace, overrides: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["python", "-m", "train", *(sys.argv[1:] if argv is None else argv)])
     if args.algo != PRETRAIN and args.algo not in ALGORITHMS:
         valid = ", ".join([*ALGORITHMS, PRETRAIN])
         print(f"python -m train: error: unknown algorithm {args.algo!r}; choose one of: {valid}", file=sys.stderr)

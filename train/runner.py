@@ -152,7 +152,9 @@ def _learn(model: BaseAlgorithm, config: RunConfig, run_dir: Path, reset: bool) 
     return seconds
 
 
-def _finish(model: BaseAlgorithm, config: RunConfig, run_dir: Path, train_seconds: float) -> RunResult:
+def _finish(
+    model: BaseAlgorithm, config: RunConfig, run_dir: Path, train_seconds: float, command: str | None
+) -> RunResult:
     """Evaluate on the test split, write eval.json and the learning curve."""
     model.get_env().close()
     eval_kwargs = {**config.env_kwargs, **config.eval_env_kwargs}
@@ -175,7 +177,7 @@ def _finish(model: BaseAlgorithm, config: RunConfig, run_dir: Path, train_second
         "seed": config.seed,
         "total_timesteps": int(model.num_timesteps),
         "train_seconds": round(train_seconds, 2),
-        "command": " ".join(["python", "-m", "train", *sys.argv[1:]]),
+        "command": command or " ".join(["python", "-m", "train", *sys.argv[1:]]),
         "python": platform.python_version(),
     }
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -189,7 +191,7 @@ def _finish(model: BaseAlgorithm, config: RunConfig, run_dir: Path, train_second
     return result
 
 
-def train_run(config: RunConfig, run_dir: Path) -> RunResult:
+def train_run(config: RunConfig, run_dir: Path, command: str | None = None) -> RunResult:
     """A fresh run: build env and model, write config.yml, train with checkpoints, evaluate.
 
     config.yml is written once both are built, so a run rejected for a bad setting leaves
@@ -214,10 +216,10 @@ def train_run(config: RunConfig, run_dir: Path) -> RunResult:
     (run_dir / "config.yml").write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
     model.set_logger(_logger(run_dir, segment=None))
     seconds = _learn(model, config, run_dir, reset=True)
-    return _finish(model, config, run_dir, seconds)
+    return _finish(model, config, run_dir, seconds, command)
 
 
-def resume_run(run_dir: Path, device: str | None = None) -> RunResult:
+def resume_run(run_dir: Path, device: str | None = None, command: str | None = None) -> RunResult:
     """Continue an interrupted run from its newest checkpoint (model, optimizer, steps, RNG)."""
     config_path = run_dir / "config.yml"
     if not config_path.exists():
@@ -234,4 +236,4 @@ def resume_run(run_dir: Path, device: str | None = None) -> RunResult:
         restore_rng(pickle.load(handle), env)
     model.set_logger(_logger(run_dir, segment=f"resumed_at_{checkpoint.timesteps}"))
     seconds = _learn(model, config, run_dir, reset=False)
-    return _finish(model, config, run_dir, seconds)
+    return _finish(model, config, run_dir, seconds, command)

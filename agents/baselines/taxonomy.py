@@ -26,7 +26,7 @@ confidences also give risk-coverage curves (:func:`~envs.taxonomy.metrics.risk_c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,27 @@ def score_predictions(
     return returns, outcomes
 
 
+def _coordinate_ascent(
+    mean_return: Callable[[np.ndarray], float], n_ranks: int, sweeps: int
+) -> tuple[np.ndarray, float]:
+    """Per-rank thresholds maximising ``mean_return`` by coordinate ascent over
+    :data:`THRESHOLD_GRID` from all-zero (at most ``sweeps`` passes over the ranks)."""
+    thresholds = np.zeros(n_ranks)
+    best = mean_return(thresholds)
+    for _ in range(sweeps):
+        improved = False
+        for r in range(n_ranks):
+            for t in THRESHOLD_GRID:
+                trial = thresholds.copy()
+                trial[r] = t
+                score = mean_return(trial)
+                if score > best + 1e-12:
+                    best, thresholds, improved = score, trial, True
+        if not improved:
+            break
+    return thresholds, best
+
+
 def tune_thresholds(
     probs: Sequence[np.ndarray],
     labels: np.ndarray,
@@ -169,20 +190,7 @@ def tune_thresholds(
             for row, y in zip(predictions, labels)
         ]))
 
-    thresholds = np.zeros(labels.shape[1])
-    best = mean_return(thresholds)
-    for _ in range(sweeps):
-        improved = False
-        for r in range(labels.shape[1]):
-            for t in THRESHOLD_GRID:
-                trial = thresholds.copy()
-                trial[r] = t
-                score = mean_return(trial)
-                if score > best + 1e-12:
-                    best, thresholds, improved = score, trial, True
-        if not improved:
-            break
-    return thresholds, best
+    return _coordinate_ascent(mean_return, labels.shape[1], sweeps)
 
 
 def greedy_answers(probs: Sequence[np.ndarray], tree: TaxonomyTree | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -255,20 +263,7 @@ def tune_confidence_thresholds(
     def mean_return(thresholds: np.ndarray) -> float:
         return _mean_return(selective_answers(classes, confidence, thresholds).predictions(), labels, reward_fn)
 
-    thresholds = np.zeros(labels.shape[1])
-    best = mean_return(thresholds)
-    for _ in range(sweeps):
-        improved = False
-        for r in range(labels.shape[1]):
-            for t in THRESHOLD_GRID:
-                trial = thresholds.copy()
-                trial[r] = t
-                score = mean_return(trial)
-                if score > best + 1e-12:
-                    best, thresholds, improved = score, trial, True
-        if not improved:
-            break
-    return thresholds, best
+    return _coordinate_ascent(mean_return, labels.shape[1], sweeps)
 
 
 def train_null_head(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,8 @@ def test_a_short_run_writes_a_complete_run_dir(tmp_path: Path) -> None:
     for key in ("mean_reward", "std_reward", "n_episodes", "optimal_rate", "mean_regret", "polymer_distribution"):
         assert key in result, key
     assert result["n_episodes"] == 3 and "random" in result["baselines"]
+    # the command that made the run, also when main() is called from Python (e.g. the benchmark suite)
+    assert result["command"] == shlex.join(["python", "-m", "train", "ppo", "--env", "Hydrogel-v0", "--run-dir", str(run_dir), *TINY])
     config = yaml.safe_load((run_dir / "config.yml").read_text())
     assert config["algo_kwargs"]["n_steps"] == 32 and config["env_kwargs"] == {"n_synthetic": 20}
     assert latest_checkpoint(run_dir / "checkpoints").timesteps == 384
