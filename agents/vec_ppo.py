@@ -16,6 +16,7 @@ their final observation.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -54,7 +55,8 @@ class VecPPOConfig:
     n_steps: int = 32
     """Env steps per env per rollout (rollout size = n_steps x num_envs)."""
     batch_size: int = 4096
-    """Minibatch size; must divide the rollout size."""
+    """Minibatch size; when it does not divide the rollout size the last minibatch of each
+    epoch is smaller (as in SB3), so no sample is dropped."""
     n_epochs: int = 10
     """Passes over each rollout."""
     gamma: float = 0.99
@@ -175,6 +177,10 @@ def compute_gae(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[Tens
     return advantages, advantages + rollout.values
 
 
+LOSS_STATS = ("policy_gradient_loss", "value_loss", "entropy_loss", "clip_fraction", "approx_kl")
+"""The diagnostics :func:`ppo_loss` returns, in order."""
+
+
 def ppo_loss(
     policy: ActorCriticPolicy,
     observations: Tensor,
@@ -183,8 +189,12 @@ def ppo_loss(
     advantages: Tensor,
     returns: Tensor,
     config: VecPPOConfig,
-) -> tuple[Tensor, dict[str, float]]:
-    """Clipped surrogate + value loss - entropy bonus for one minibatch (B, ...)."""
+) -> tuple[Tensor, Tensor]:
+    """Clipped surrogate + value loss - entropy bonus for one minibatch (B, ...).
+
+    Returns the loss and its diagnostics (:data:`LOSS_STATS`) as one detached tensor on the
+    loss's device: reading them with ``.item()`` per minibatch would make a GPU wait for
+    every minibatch; the caller averages them once per update."""
     values, log_prob, entropy = policy.evaluate_actions(observations, actions)  # (B, 1), (B,), (B,)
     if config.normalize_advantage and advantages.numel() > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -195,13 +205,10 @@ def ppo_loss(
     entropy_loss = -(entropy.mean() if entropy is not None else (-log_prob).mean())
     loss = policy_loss + config.ent_coef * entropy_loss + config.vf_coef * value_loss
     with th.no_grad():  # diagnostics only
-        stats = {
-            "policy_gradient_loss": policy_loss.item(),
-            "value_loss": value_loss.item(),
-            "entropy_loss": entropy_loss.item(),
-            "clip_fraction": (th.abs(ratio - 1) > config.clip_range).float().mean().item(),
-            "approx_kl": ((ratio - 1) - th.log(ratio)).mean().item(),
-        }
+        stats = th.stack([
+            policy_loss, value_loss, entropy_loss,
+            (th.abs(ratio - 1) > config.clip_range).float().mean(), ((ratio - 1) - th.log(ratio)).mean(),
+        ])
     return loss, stats
 
 
@@ -251,18 +258,12 @@ class VecPPO(BaseAlgorithm):
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
         self.config = self.config_class(**hyperparams)
+        self.last_logged: dict[str, Any] = {}
+        """The logger's values of the last iteration (rollout, update and timing), kept after dumping."""
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
-        # Checked here, not in __init__: ``VecPPO.load`` builds the class with the default
-        # config, restores the saved one, and only then calls ``_setup_model``.
-        batch_size = self.config.batch_size
-        if self.env is not None and self.config.rollout_size(self.n_envs) % batch_size != 0:
-            raise ValueError(
-                f"batch_size ({batch_size}) must divide n_steps x n_envs ({self.config.rollout_size(self.n_envs)})"
-                " so that no sample is dropped"
-            )
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(
@@ -297,19 +298,30 @@ class VecPPO(BaseAlgorithm):
         while self.num_timesteps < total_timesteps:
             self.policy.set_training_mode(False)
             callback.on_rollout_start()  # may restart the episodes (train.checkpointing)
+            started = time.perf_counter()
             rollout, self._last_obs, keep_going = collect_rollout(
                 self.policy, env, self._last_obs, config.n_steps, config.gamma, episode_return, episode_length, on_step
             )
-            for r, length in zip(rollout.finished_returns.tolist(), rollout.finished_lengths.tolist(), strict=True):
+            returns = rollout.finished_returns.tolist()
+            for r, length in zip(returns, rollout.finished_lengths.tolist(), strict=True):
                 self.ep_info_buffer.append({"r": r, "l": length})
+            if returns:  # this rollout's episodes (ep_rew_mean averages the last 100 episodes)
+                self.logger.record("rollout/mean_reward", sum(returns) / len(returns))
+                self.logger.record("rollout/max_reward", max(returns))
+            rollout_seconds = time.perf_counter() - started
+            callback.update_locals({"rollout": rollout})
             callback.on_rollout_end()
             if not keep_going:
                 break
             iteration += 1
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            if log_interval and iteration % log_interval == 0:
-                self._dump_logs(iteration)
+            started = time.perf_counter()
             self._train(rollout)
+            self.logger.record("time/rollout_seconds", rollout_seconds)
+            self.logger.record("time/update_seconds", time.perf_counter() - started)
+            self.last_logged = dict(self.logger.name_to_value)  # this iteration's values (dumping clears them)
+            if log_interval and iteration % log_interval == 0:  # after the update: one row per iteration
+                self._dump_logs(iteration)
         callback.on_training_end()
         return self
 
@@ -330,20 +342,25 @@ class VecPPO(BaseAlgorithm):
         flat_obs = rollout.observations.reshape(size, *rollout.observations.shape[2:])  # (T*N, *obs)
         flat_actions = rollout.actions.reshape(size, *rollout.actions.shape[2:])  # (T*N, *act)
         flat = [flat_obs, flat_actions, rollout.log_probs.reshape(size), advantages.reshape(size), returns.reshape(size)]
-        stats: list[dict[str, float]] = []
+        parameters = list(self.policy.parameters())
+        stats = th.zeros(len(LOSS_STATS), device=self.device)
+        n_minibatches = 0
         for _ in range(config.n_epochs):
             order = th.randperm(size, device=self.device)
+            shuffled = [x[order] for x in flat]  # one gather per epoch; minibatches are then views
             for start in range(0, size, config.batch_size):
-                index = order[start:start + config.batch_size]
-                loss, batch_stats = ppo_loss(self.policy, *(x[index] for x in flat), config=config)
-                self.policy.optimizer.zero_grad()
+                loss, batch_stats = ppo_loss(
+                    self.policy, *(x[start:start + config.batch_size] for x in shuffled), config=config
+                )
+                self.policy.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), config.max_grad_norm)
+                th.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                 self.policy.optimizer.step()
-                stats.append(batch_stats)
+                stats += batch_stats
+                n_minibatches += 1
         self._n_updates += config.n_epochs
-        for key in stats[0]:
-            self.logger.record(f"train/{key}", sum(s[key] for s in stats) / len(stats))
+        for key, value in zip(LOSS_STATS, (stats / n_minibatches).tolist(), strict=True):  # one host sync
+            self.logger.record(f"train/{key}", value)
         self.logger.record("train/n_updates", self._n_updates)
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
@@ -357,7 +374,7 @@ class VecPPO(BaseAlgorithm):
         self.logger.dump(step=self.num_timesteps)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_last_obs", "_episode_return", "_episode_length"]
+        return [*super()._excluded_save_params(), "_last_obs", "_episode_return", "_episode_length", "last_logged"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []

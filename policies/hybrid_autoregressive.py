@@ -53,6 +53,16 @@ LOG_STD_RANGE = (-2.5, 1.0)
 """Bounds of the per-polymer latent log-std, for the same reason (and a floor on exploration)."""
 
 
+def _log_softmax_small_last(logits: th.Tensor) -> th.Tensor:
+    """``log_softmax(logits, -1)`` for a short last dimension (here C = 4), computed along
+    the leading axis of a transposed copy: the same values, and about 3x faster on CPU
+    than reducing a 4-wide innermost dimension (measured on (2000, 24, 4), forward +
+    backward)."""
+    shape = logits.shape
+    flat = logits.reshape(-1, shape[-1]).t().contiguous()  # (C, B * K)
+    return th.log_softmax(flat, dim=0).t().reshape(shape)
+
+
 class WindowSquash:
     """``u -> tanh(u) -> x`` inside the window of polymer k (linear or log per dimension).
 
@@ -131,7 +141,7 @@ class PolymerConditionedDistribution(Distribution):
         self.dim = squash.dim
         self.free = ~squash.fixed  # (K, D)
         self.first_logits: th.Tensor | None = None  # (B, K) normalised log-probabilities
-        self.mean: th.Tensor | None = None  # (B, K, D)
+        self.mean_blocks: th.Tensor | None = None  # (B, K + 1, D) raw head output
         self.log_std: th.Tensor | None = None  # (K, D)
         self.second_logits: th.Tensor | None = None  # (B, K, C) normalised
 
@@ -149,15 +159,24 @@ class PolymerConditionedDistribution(Distribution):
     def proba_distribution(
         self, first_logits: th.Tensor, mean: th.Tensor, log_std: th.Tensor, second_logits: th.Tensor
     ) -> PolymerConditionedDistribution:
-        """Flat head outputs: ``mean`` (B, (K + 1) D), ``second_logits`` (B, (K + 1) C)."""
+        """Flat head outputs: ``mean`` (B, (K + 1) D), ``second_logits`` (B, (K + 1) C).
+
+        The bounded per-polymer means are formed only for the polymers an action uses
+        (:meth:`_given`): the entropy does not need them, and forming all K per sample
+        cost as much as the rest of the distribution.
+        """
         batch = first_logits.shape[0]
         self.first_logits = th.log_softmax(first_logits, dim=-1)  # (B, K)
-        blocks = mean.reshape(batch, self.n_first + 1, self.dim)  # (B, K + 1, D)
-        self.mean = MEAN_BOUND * th.tanh((blocks[:, :1] + blocks[:, 1:]) / MEAN_BOUND)  # (B, K, D) shared + per polymer
+        self.mean_blocks = mean.reshape(batch, self.n_first + 1, self.dim)  # (B, K + 1, D), raw
         self.log_std = log_std.reshape(self.n_first, self.dim).clamp(*LOG_STD_RANGE)  # (K, D)
         second_blocks = second_logits.reshape(batch, self.n_first + 1, self.n_second)  # (B, K + 1, C)
-        self.second_logits = th.log_softmax(second_blocks[:, :1] + second_blocks[:, 1:], dim=-1)  # (B, K, C)
+        self.second_logits = _log_softmax_small_last(second_blocks[:, :1] + second_blocks[:, 1:])  # (B, K, C)
         return self
+
+    @property
+    def mean(self) -> th.Tensor:
+        """(B, K, D) bounded latent means of every polymer (shared + per polymer)."""
+        return MEAN_BOUND * th.tanh((self.mean_blocks[:, :1] + self.mean_blocks[:, 1:]) / MEAN_BOUND)
 
     def _split(self, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         if actions.shape[-1] != self.dim + 2:
@@ -169,7 +188,8 @@ class PolymerConditionedDistribution(Distribution):
     def _given(self, first: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Mean (B, D), log-std (B, D) and coverage log-probs (B, C) of the chosen polymers (B,)."""
         rows = th.arange(first.shape[0], device=first.device)
-        return self.mean[rows, first], self.log_std[first], self.second_logits[rows, first]
+        raw = self.mean_blocks[:, 0] + self.mean_blocks[rows, first + 1]  # (B, D) shared + chosen block
+        return MEAN_BOUND * th.tanh(raw / MEAN_BOUND), self.log_std[first], self.second_logits[rows, first]
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         """Exact joint log-density of (B, 2 + D) actions -> (B,)."""

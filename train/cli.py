@@ -7,6 +7,8 @@ Examples::
     python -m train maskable-ppo --env Prostate-v0 --n-envs 4 --device cuda
     python -m train pretrain --env Prostate-v0
     python -m train ppo --resume runs/ppo/Hydrogel-v0_3
+    python -m train refine --env Hydrogel-v0 --patient SCD0000301 --model runs/vec-ppo/Hydrogel-v0_1
+    python -m train generate --env Hydrogel-v0 --patient SCD0000301 --model runs/vec-ppo/Hydrogel-v0_1 --n 1000000
 
 A mistake (unknown env, algorithm or hyperparameter, bad value) prints one line that
 lists the valid choices and exits with status 2.
@@ -26,6 +28,8 @@ from train.config import UsageError, load_hyperparams, parse_overrides, resolve_
 __all__ = ["build_parser", "main"]
 
 PRETRAIN = "pretrain"
+PATIENT_COMMANDS = ("refine", "generate")
+"""Per-patient commands of a trained hydrogel run (``train.patient_commands``)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m train",
         description="Train an agent on a ScienceGym env; defaults from train/hyperparams/ALGO.yml.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"algorithms: {', '.join([*ALGORITHMS, PRETRAIN])}",
+        epilog=f"algorithms: {', '.join([*ALGORITHMS, PRETRAIN])}; per-patient commands of a trained hydrogel"
+        f" run: {', '.join(PATIENT_COMMANDS)} (python -m train refine --help)",
     )
     parser.add_argument("algo", help="algorithm (see the list below)")
     parser.add_argument("--env", dest="env_id", help="registered env id, e.g. Hydrogel-v0")
@@ -103,6 +108,11 @@ def _pretrain(args: argparse.Namespace, overrides: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments and arguments[0] in PATIENT_COMMANDS:  # the seed's section 5, for one patient
+        from train.patient_commands import main as patient_main
+
+        return patient_main(arguments[0], arguments[1:])
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["python", "-m", "train", *(sys.argv[1:] if argv is None else argv)])
     if args.algo != PRETRAIN and args.algo not in ALGORITHMS:

@@ -45,6 +45,8 @@ class HydrogelBatch:
         if not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
         self.problem = DesignProblem(**problem_kwargs)
+        self.problem_kwargs = dict(problem_kwargs)
+        """What built :attr:`problem` (so the same patients' other splits can be built)."""
         self.num_envs, self.horizon = num_envs, horizon
         device = self.device = self.problem.device
         self.generator = torch.Generator(device=device)

@@ -84,10 +84,25 @@ def test_truncated_steps_bootstrap_from_the_final_observation_value() -> None:
     torch.testing.assert_close(rollout.finished_returns, torch.tensor([2.0, 2.0]))
 
 
-def test_config_rejects_batches_that_drop_samples() -> None:
+def test_a_batch_size_that_does_not_divide_the_rollout_uses_every_sample(monkeypatch) -> None:
+    """The seed's 2048 does not divide 200,000: the last minibatch of an epoch is smaller."""
+    import agents.vec_ppo as vec_ppo
+
+    sizes: list[int] = []
+    real_loss = vec_ppo.ppo_loss
+
+    def recording_loss(policy, observations, *args, **kwargs):
+        sizes.append(observations.shape[0])
+        return real_loss(policy, observations, *args, **kwargs)
+
+    monkeypatch.setattr(vec_ppo, "ppo_loss", recording_loss)
     venv = make_sb3_vec_env("Hydrogel-v0", 8, 0, SMALL)
-    with pytest.raises(ValueError, match="batch_size"):
-        VecPPO(HybridActorCriticPolicy, venv, n_steps=4, batch_size=10)
+    model = VecPPO(HybridActorCriticPolicy, venv, n_steps=4, batch_size=10, n_epochs=2, seed=0,
+                   policy_kwargs={"net_arch": [16]})
+    model.learn(32)
+    assert sizes == [10, 10, 10, 2] * 2
+    for key in ("train/value_loss", "rollout/mean_reward", "time/update_seconds"):
+        assert np.isfinite(model.last_logged[key]), key
     with pytest.raises(ValueError, match="gamma"):
         VecPPOConfig(gamma=1.5)
 
