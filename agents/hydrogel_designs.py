@@ -207,6 +207,17 @@ class DesignSummary:
         self.polymer_count = [a + int(b) for a, b in zip(self.polymer_count, counts, strict=True)]
         self.polymer_reward = [a + float(b) for a, b in zip(self.polymer_reward, rewards, strict=True)]
 
+    def merge(self, other: DesignSummary) -> None:
+        """Add another summary's designs (the same arithmetic as :meth:`update` on them)."""
+        self.count += other.count
+        for name in other.sums:
+            self.sums[name] = self.sums.get(name, 0.0) + other.sums[name]
+            self.squares[name] = self.squares.get(name, 0.0) + other.squares[name]
+            self.minima[name] = min(self.minima.get(name, np.inf), other.minima[name])
+            self.maxima[name] = max(self.maxima.get(name, -np.inf), other.maxima[name])
+        self.polymer_count = [a + b for a, b in zip(self.polymer_count, other.polymer_count, strict=True)]
+        self.polymer_reward = [a + b for a, b in zip(self.polymer_reward, other.polymer_reward, strict=True)]
+
     def report(self) -> dict[str, Any]:
         """JSON-ready statistics."""
         if self.count == 0:

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     suite.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)")
     suite.add_argument("--out", type=Path, default=Path("runs/suite"), help="run dirs (default runs/suite)")
+    suite.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run each training run (with its evaluation) as a Ray task: on a local Ray instance,"
+                       " or on the cluster at ADDRESS (e.g. auto, ray://head:10001); needs the [ray] extra")
     return parser
 
 
@@ -308,7 +311,7 @@ def _suite(args: argparse.Namespace, argv: list[str]) -> int:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     start = time.perf_counter()
     jobs = plan_suite(env_ids, args.budget, list(range(args.seeds)), args.out, args.config)
-    train_seconds = run_suite(jobs, args.out)
+    train_seconds = run_suite(jobs, args.out, args.ray)
     header = {
         **provenance(argv), "when": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",

@@ -32,7 +32,8 @@ import envs
 from benchmarks.reference_scores import ReferenceScore, load_reference_scores
 from train.config import UsageError
 
-__all__ = ["SUITE_FILE", "Budget", "SuiteJob", "collect", "plan_suite", "publish", "run_suite"]
+__all__ = ["SUITE_FILE", "Budget", "SuiteJob", "collect", "plan_suite", "publish", "run_suite", "run_suite_on_ray",
+           "train_job"]
 
 SUITE_FILE = Path(__file__).with_name("suite.yml")
 RESULTS_BEGIN, RESULTS_END = "<!-- suite:begin -->", "<!-- suite:end -->"
@@ -116,8 +117,13 @@ def _pretrain(job: SuiteJob, out: Path, done: set[str]) -> None:
         raise UsageError(f"pre-training failed: python -m train {' '.join(argv)}")
 
 
-def run_suite(jobs: Sequence[SuiteJob], out: Path) -> float:
-    """Train every job that has no ``eval.json`` yet; returns the wall seconds spent."""
+def run_suite(jobs: Sequence[SuiteJob], out: Path, ray_address: str | None = None) -> float:
+    """Train every job that has no ``eval.json`` yet; returns the wall seconds spent.
+
+    With ``ray_address`` (``local`` or a cluster address) each job is a Ray task
+    (:func:`run_suite_on_ray`)."""
+    if ray_address is not None:
+        return run_suite_on_ray(jobs, out, ray_address)
     from train.cli import main as train_main
 
     start, pretrained = time.perf_counter(), set()
@@ -134,6 +140,70 @@ def run_suite(jobs: Sequence[SuiteJob], out: Path) -> float:
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         if train_main(job.train_argv()) != 0:
             raise UsageError(f"training failed: python -m train {' '.join(job.train_argv())}")
+    return time.perf_counter() - start
+
+
+def train_job(job: SuiteJob, out: Path) -> bytes:
+    """One suite job where it runs (a Ray worker): the env's pre-training if this machine
+    has not done it (under a file lock: jobs on one machine share it), the training run
+    with its evaluation, and the run dir packed as ``tar.gz`` for the driver."""
+    import io
+    import shutil
+    import tarfile
+
+    from filelock import FileLock
+
+    from train.cli import main as train_main
+
+    out.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out / ".pretrain.lock")):
+        _pretrain(job, out, set())
+    if not (job.run_dir / "eval.json").is_file():
+        if job.run_dir.exists():
+            shutil.rmtree(job.run_dir)
+        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if train_main(job.train_argv()) != 0:
+            raise UsageError(f"training failed: python -m train {' '.join(job.train_argv())}")
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+        tar.add(job.run_dir, arcname=".")
+    return packed.getvalue()
+
+
+def run_suite_on_ray(jobs: Sequence[SuiteJob], out: Path, address: str) -> float:
+    """Every unfinished job as a Ray task (1 CPU each); run dirs come back to the driver
+    (unpacked into ``job.run_dir`` unless the worker shared this machine's disk)."""
+    import io
+    import tarfile
+
+    from train.ray_cluster import ray_session
+
+    start = time.perf_counter()
+    todo = [job for job in jobs if not (job.run_dir / "eval.json").is_file()]
+    for job in jobs:
+        if job not in todo:
+            print(f"[suite] {job.env_id} {job.algo} seed {job.seed}: done before, kept", flush=True)
+    if not todo:
+        return time.perf_counter() - start
+    with ray_session(address) as ray:
+        task = ray.remote(num_cpus=1)(train_job)
+        pending = {task.remote(job, out): job for job in todo}
+        print(f"[suite] {len(pending)} training runs as Ray tasks on {ray.cluster_resources().get('CPU', 0):.0f} CPUs",
+              flush=True)
+        done = 0
+        while pending:
+            finished, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(finished[0])
+            try:
+                packed = ray.get(finished[0])
+            except ray.exceptions.RayTaskError as err:
+                raise UsageError(f"{job.env_id} {job.algo} seed {job.seed} failed on Ray: {err.cause!r}") from None
+            if not (job.run_dir / "eval.json").is_file():  # the worker ran on another machine
+                job.run_dir.mkdir(parents=True, exist_ok=True)
+                with tarfile.open(fileobj=io.BytesIO(packed), mode="r:gz") as tar:
+                    tar.extractall(job.run_dir, filter="data")
+            done += 1
+            print(f"[suite {done}/{len(todo)}] {job.env_id} {job.algo} seed {job.seed}: done", flush=True)
     return time.perf_counter() - start
 
 

@@ -5,7 +5,8 @@ Mean_Reward, Max_Reward, Policy_Loss, Value_Loss, Entropy. :class:`HydrogelCurve
 writes that table to ``<run_dir>/stage2_curve.csv`` after every iteration (so a long run
 can be watched and a killed one keeps its rows), with two columns the seed lacked because
 it never evaluated on held-out patients: ``Optimal_Rate`` and ``Mean_Regret`` of the
-deterministic policy on every test patient once. At the end of training it draws
+deterministic policy on every test patient once (the patients of the run's final
+evaluation: its ``env_kwargs`` updated by ``eval_env_kwargs``). At the end of training it draws
 ``stage2_curve.png`` and writes ``polymer_selection.json`` (how often each polymer is
 chosen: sampled, over the last rollout's designs; deterministic, over the test patients).
 
@@ -28,6 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 from stable_baselines3.common.vec_env import VecEnvWrapper  # noqa: E402
 
@@ -105,9 +107,14 @@ class HydrogelCurveCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         batch = _batch_of(self.training_env)
-        kwargs = {k: v for k, v in batch.problem_kwargs.items() if k != "split"}
-        self.test_problem = DesignProblem(split=self.test_split, **kwargs)
         self.run_dir = Path(self.logger.get_dir() or ".")
+        kwargs = {k: v for k, v in batch.problem_kwargs.items() if k != "split"}
+        config_path = self.run_dir / "config.yml"
+        if config_path.is_file():  # a python -m train run: score the patients its eval.json will
+            run = yaml.safe_load(config_path.read_text())
+            kwargs = {**kwargs, **(run.get("env_kwargs") or {}), **(run.get("eval_env_kwargs") or {})}
+            kwargs.pop("split", None)
+        self.test_problem = DesignProblem(split=self.test_split, **kwargs)
         self.csv_path = self.run_dir / "stage2_curve.csv"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.csv_path.exists():

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from agents.candidate_generation import CHECKPOINT_NAME, GenerationConfig, GenerationState, generate_candidates
 from agents.hydrogel_designs import TopDesigns
 from agents.patient_refinement import RefinementConfig, refine_for_patient
+from envs.hydrogel.cohort import make_cohort
 from envs.hydrogel.problem import DesignProblem
 from envs.splits import Split
 from train.algorithms import algorithm_spec
@@ -63,6 +64,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--batch-size", type=int, default=defaults_g.batch_size)
         parser.add_argument("--top-k", type=int, default=defaults_g.top_k)
         parser.add_argument("--checkpoint-every", type=int, default=defaults_g.checkpoint_every)
+        parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                            help="draw and score batches as Ray tasks: on a local Ray instance, or on the"
+                            " cluster at ADDRESS (e.g. auto, ray://head:10001); needs the [ray] extra")
     return parser
 
 
@@ -78,15 +82,18 @@ def load_run(run_dir: Path, env_id: str, device: str) -> tuple[Any, RunConfig]:
     return model, config
 
 
-def find_patient(patient_id: str, env_kwargs: dict[str, Any], device: str) -> tuple[DesignProblem, int]:
-    """The problem of the split holding ``patient_id`` (the run's cohort) and its index."""
-    kwargs = {k: v for k, v in env_kwargs.items() if k not in ("split", "horizon")}
+def find_patient(run: RunConfig, patient_id: str, device: str) -> tuple[DesignProblem, int]:
+    """The problem of the split holding ``patient_id`` and its index: in the cohort the run
+    evaluated on (``env_kwargs`` updated by ``eval_env_kwargs``), then the one it trained on."""
     known: list[str] = []
-    for split in Split:
-        problem = DesignProblem(split=split, device=device, **kwargs)
-        if patient_id in problem.cohort.ids:
-            return problem, problem.cohort.ids.index(patient_id)
-        known += problem.cohort.ids
+    for settings in ({**run.env_kwargs, **run.eval_env_kwargs, "compute_regret": True}, dict(run.env_kwargs)):
+        kwargs = {k: v for k, v in settings.items() if k not in ("split", "horizon", "device")}
+        cohort = {k: kwargs[k] for k in ("n_synthetic", "synthetic_seed") if k in kwargs}
+        for split in Split:
+            ids = make_cohort(kwargs.get("cohort", "augmented"), split, **cohort).ids
+            if patient_id in ids:
+                return DesignProblem(split=split, device=device, **kwargs), ids.index(patient_id)
+            known += [i for i in ids if i not in known]
     examples = ", ".join(known[:3])
     raise UsageError(f"--patient: {patient_id!r} is not in this run's cohort ({len(known)} patients, e.g. {examples})")
 
@@ -105,7 +112,7 @@ def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> int:
 
 def _refine(args: argparse.Namespace) -> dict[str, Any]:
     model, run = load_run(args.model, args.env_id, args.device)
-    problem, patient = find_patient(args.patient, run.env_kwargs, args.device)
+    problem, patient = find_patient(run, args.patient, args.device)
     try:
         config = RefinementConfig(args.iterations, args.n_parallel, args.learning_rate, args.top_k, seed=args.seed)
     except ValueError as err:
@@ -132,7 +139,7 @@ def _refine(args: argparse.Namespace) -> dict[str, Any]:
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
     model, run = load_run(args.model, args.env_id, args.device)
-    problem, patient = find_patient(args.patient, run.env_kwargs, args.device)
+    problem, patient = find_patient(run, args.patient, args.device)
     try:
         config = GenerationConfig(args.n, args.batch_size, args.top_k, args.seed, args.checkpoint_every)
     except ValueError as err:
@@ -149,8 +156,14 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
         bar.set_postfix(best=f"{state.top.best.reward[0]:.2f}")
 
     try:
-        state = generate_candidates(model.policy, problem, patient, config, out / CHECKPOINT_NAME, identity,
-                                    on_batch=progress)
+        if args.ray is not None:
+            from train.ray_cluster import generate_candidates_ray
+
+            state = generate_candidates_ray(model.policy, problem, patient, config, out / CHECKPOINT_NAME, identity,
+                                            address=args.ray, on_batch=progress)
+        else:
+            state = generate_candidates(model.policy, problem, patient, config, out / CHECKPOINT_NAME, identity,
+                                        on_batch=progress)
     except ValueError as err:
         raise UsageError(str(err)) from None
     bar.close()

@@ -100,7 +100,8 @@ def _build_env(config: RunConfig, run_dir: Path, seed: int | None, resuming: boo
 def _build_vec_env(config: RunConfig, run_dir: Path, seed: int | None, resuming: bool) -> VecEnv:
     if config.vec_env == "torch":
         factory = _torch_vec_env_factory(config.env_id)
-        venv = factory(config.env_id, config.n_envs, seed, dict(config.env_kwargs))
+        # The batched env lives where the trainer does (--device), unless env_kwargs say otherwise.
+        venv = factory(config.env_id, config.n_envs, seed, {"device": config.device, **config.env_kwargs})
         (run_dir / "monitor").mkdir(exist_ok=True)
         monitor_file = run_dir / "monitor" / ("resumed" if resuming else "0")
         return VecMonitor(venv, filename=str(monitor_file))

@@ -6,9 +6,12 @@ trainers use directly; :class:`HydrogelVectorEnv` is its Gymnasium ``VectorEnv``
 HydrogelSearch-v0, so ``gym.make_vec("Hydrogel-v0", 2000)`` uses it). Both score
 designs with the same :class:`envs.hydrogel.problem.DesignProblem` as the single envs.
 
-Autoreset is SAME_STEP: when a sub-env's episode ends, the returned observation is the
-first of its next episode and ``info["final_obs"]`` (with mask ``info["_final_obs"]``)
-holds the last one.
+Autoreset is SAME_STEP by default: when a sub-env's episode ends, the returned
+observation is the first of its next episode and ``info["final_obs"]`` (with mask
+``info["_final_obs"]``) holds the last one. ``autoreset_mode="next_step"`` gives
+Gymnasium's default instead (the last observation is returned, and the sub-env's next
+``step`` ignores its action and returns the first observation of a new episode with
+reward 0), which is what RLlib's env runners expect (:mod:`envs.rllib`).
 """
 
 from __future__ import annotations
@@ -88,11 +91,18 @@ class HydrogelBatch:
         self._begin(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         return self.observations()
 
-    def step(self, polymer: Tensor, formulation: Tensor, coverage: Tensor) -> StepResult:
+    def begin(self, which: Tensor) -> None:
+        """Start new episodes for the envs flagged in ``which`` (N,) bool (new patients)."""
+        self._begin(which)
+
+    def step(self, polymer: Tensor, formulation: Tensor, coverage: Tensor, autoreset: bool = True) -> StepResult:
         """One design per env: polymer (N,) long, formulation (N, 4) physical, coverage (N,) long.
 
         Returns observations (N, 13), rewards (N,), terminated (N,) bool, truncated (N,)
-        bool and an info dict of (N, ...) tensors including ``final_obs`` (N, 13).
+        bool and an info dict of (N, ...) tensors including ``final_obs`` (N, 13). With
+        ``autoreset`` (same-step) a finished env starts its next episode at once and the
+        observation is that episode's first; without, it stays finished (the caller
+        :meth:`begin` s it) and the observation is its last.
         """
         rows = torch.arange(self.num_envs, device=self.device)
         novel = ~self.tried[rows, polymer]  # (N,)
@@ -107,8 +117,14 @@ class HydrogelBatch:
         terminated = self.step_count >= self.horizon  # (N,)
         truncated = torch.zeros_like(terminated)
         info["final_obs"] = self.observations()  # (N, 13) before autoreset
+        if not autoreset:
+            return info["final_obs"], reward.float(), terminated, truncated, info
         self._begin(terminated)
         return self.observations(), reward.float(), terminated, truncated, info
+
+
+_AUTORESET_MODES = {"samestep": AutoresetMode.SAME_STEP, "nextstep": AutoresetMode.NEXT_STEP}
+"""Accepted spellings (``"same_step"``, ``"SameStep"``, the enum) of the two supported modes."""
 
 
 class HydrogelVectorEnv(VectorEnv):
@@ -121,8 +137,16 @@ class HydrogelVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int, horizon: int = 1, **problem_kwargs: Any) -> None:
+    def __init__(
+        self, num_envs: int, horizon: int = 1, autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+        **problem_kwargs: Any,
+    ) -> None:
+        mode = _AUTORESET_MODES.get(str(getattr(autoreset_mode, "value", autoreset_mode)).lower().replace("_", ""))
+        if mode is None:
+            raise ValueError(f"autoreset_mode must be 'same_step' or 'next_step', got {autoreset_mode!r}")
+        self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self.batch = HydrogelBatch(num_envs, horizon=horizon, **problem_kwargs)
+        self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.batch.device)  # (N,) next-step mode
         self.num_envs = num_envs
         self.single_observation_space = spaces.Box(
             -OBSERVATION_LIMIT, OBSERVATION_LIMIT, (OBSERVATION_SIZE,), np.float32
@@ -143,13 +167,31 @@ class HydrogelVectorEnv(VectorEnv):
         if seed is not None:
             self._np_random, self._np_random_seed = np.random.default_rng(seed), seed
         obs = self.batch.reset(seed)
+        self._needs_reset.zero_()
         return obs.cpu().numpy(), {"patient_index": self.batch.patient_index.cpu().numpy()}
 
     def step(self, actions: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         polymer, formulation, coverage = self._parse(actions)
+        if self.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP:
+            return self._step_next_step(polymer, formulation, coverage)
         obs, reward, terminated, truncated, info = self.batch.step(polymer, formulation, coverage)
         numpy_info = {k: v.detach().cpu().numpy() for k, v in info.items()}
         numpy_info["_final_obs"] = terminated.cpu().numpy() | truncated.cpu().numpy()
+        return obs.cpu().numpy(), reward.cpu().numpy(), terminated.cpu().numpy(), truncated.cpu().numpy(), numpy_info
+
+    def _step_next_step(self, polymer: Tensor, formulation: Tensor, coverage: Tensor) -> tuple:
+        """Gymnasium's NEXT_STEP autoreset: envs that finished last step start a new episode
+        now (their action is ignored: reward 0, not done); the others step without reset."""
+        resetting = self._needs_reset.clone()  # (N,)
+        obs, reward, terminated, truncated, info = self.batch.step(polymer, formulation, coverage, autoreset=False)
+        if resetting.any():
+            self.batch.begin(resetting)  # discards what the step did to those envs
+            obs = self.batch.observations()
+            reward = torch.where(resetting, torch.zeros_like(reward), reward)
+            terminated, truncated = terminated & ~resetting, truncated & ~resetting
+        self._needs_reset = terminated | truncated
+        numpy_info = {k: v.detach().cpu().numpy() for k, v in info.items() if k != "final_obs"}
+        numpy_info["reset"] = resetting.cpu().numpy()
         return obs.cpu().numpy(), reward.cpu().numpy(), terminated.cpu().numpy(), truncated.cpu().numpy(), numpy_info
 
     def _parse(self, actions: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
@@ -184,5 +226,5 @@ class HydrogelVectorEnv(VectorEnv):
 class HydrogelSearchVectorEnv(HydrogelVectorEnv):
     """Vector form of HydrogelSearch-v0: ``horizon`` designs per episode (default 10)."""
 
-    def __init__(self, num_envs: int, horizon: int = 10, **problem_kwargs: Any) -> None:
-        super().__init__(num_envs, horizon=horizon, **problem_kwargs)
+    def __init__(self, num_envs: int, horizon: int = 10, **kwargs: Any) -> None:
+        super().__init__(num_envs, horizon=horizon, **kwargs)

@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory) -> Path:
         "vec-ppo", "--env", "Hydrogel-v0", "--config", str(STAGE2), "--n-envs", "32", "--total-timesteps", "256",
         "--eval-episodes", "4", "--run-dir", str(run),
         "--hyperparams", "n_steps=4", "batch_size=48", "checkpoint_freq=128", "env_kwargs.n_synthetic=20",
-        "policy_kwargs.net_arch=[32, 32]",
+        "eval_env_kwargs.n_synthetic=20", "policy_kwargs.net_arch=[32, 32]",
     ])
     assert code == 0
     return run
