@@ -18,12 +18,11 @@ from envs.hydrogel.sb3_vec import HydrogelSB3VecEnv  # noqa: E402
 from policies.hybrid import HybridActorCriticPolicy  # noqa: E402
 
 TINY_SUITE = """
-Hydrogel-v0:
-  algo: ppo
+AnisotropicAMG-v0:
+  algo: reinforce
   quick:
-    total_timesteps: 128
-    hyperparams: [n_envs=4, n_steps=32, batch_size=64, n_epochs=1, env_kwargs.n_synthetic=20,
-                  "policy_kwargs.net_arch=[16,16]", eval_episodes=5]
+    total_timesteps: 8
+    hyperparams: [env_kwargs.grid_size=8, eval_episodes=2]
 """
 
 
@@ -41,7 +40,7 @@ def test_the_suite_through_ray_publishes_the_same_report(local_ray, tmp_path: Pa
     config.write_text(TINY_SUITE)
     reports = []
     for name, extra in (("local", []), ("ray", ["--ray"])):
-        argv = ["suite", "--budget", "quick", "--seeds", "2", "--env", "Hydrogel-v0", "--config", str(config),
+        argv = ["suite", "--budget", "quick", "--seeds", "2", "--env", "AnisotropicAMG-v0", "--config", str(config),
                 "--reps", "100", "--out", str(tmp_path / name), "--results", str(tmp_path / f"{name}.md"),
                 "--figures", str(tmp_path / f"{name}_figures"), *extra]
         assert main(argv) == 0
@@ -50,7 +49,7 @@ def test_the_suite_through_ray_publishes_the_same_report(local_ray, tmp_path: Pa
     assert through_ray["normalised"] == local["normalised"]
     assert through_ray["aggregates"] == local["aggregates"]
     for seed in (0, 1):
-        run = Path("Hydrogel-v0") / f"ppo_{seed}"
+        run = Path("AnisotropicAMG-v0") / f"reinforce_{seed}"
         a = json.loads((tmp_path / "local" / run / "eval.json").read_text())
         b = json.loads((tmp_path / "ray" / run / "eval.json").read_text())
         assert a["mean_reward"] == b["mean_reward"] and a["baselines"] == b["baselines"]
