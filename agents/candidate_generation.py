@@ -31,7 +31,7 @@ from agents.hydrogel_designs import (
 from envs.cache import is_complete, publish, temporary_path
 from envs.hydrogel.problem import DesignProblem
 
-__all__ = ["GenerationConfig", "GenerationState", "generate_batch", "generate_candidates", "CHECKPOINT_NAME"]
+__all__ = ["GenerationConfig", "GenerationState", "generate_batch", "generate_candidates", "CHECKPOINT_NAME", "reduce_batch"]
 
 CHECKPOINT_NAME = "generation_state.npz"
 
@@ -76,11 +76,28 @@ class GenerationState:
     def done(self) -> bool:
         return self.next_batch >= self.config.n_batches
 
-    def fold(self, scored: ScoredDesigns) -> None:
-        """Add the next batch's designs (batches must be folded in order)."""
-        self.top.update(scored)
-        self.summary.update(scored)
+    @classmethod
+    def start(cls, config: GenerationConfig, checkpoint: Path | None, identity: dict[str, Any]) -> GenerationState:
+        """The job's saved state at ``checkpoint`` if there is one, else a fresh state."""
+        saved = cls.load(checkpoint, config, identity) if checkpoint is not None else None
+        return saved or cls(config, top=TopDesigns(config.top_k))
+
+    def fold(self, best: ScoredDesigns, summary: DesignSummary) -> None:
+        """Add the next batch, as :func:`reduce_batch` left it (batches must be folded in order)."""
+        self.top.update(best)
+        self.summary.merge(summary)
         self.next_batch += 1
+
+    def save_if_due(self, checkpoint: Path | None, identity: dict[str, Any], started: float) -> float:
+        """Save every ``checkpoint_every`` designs and at the end, adding the time since
+        ``started`` to :attr:`seconds`; returns the new start of the clock."""
+        per_checkpoint = max(1, self.config.checkpoint_every // self.config.batch_size)
+        if checkpoint is None or (self.next_batch % per_checkpoint and not self.done):
+            return started
+        now = time.perf_counter()
+        self.seconds += now - started
+        self.save(checkpoint, identity)
+        return now
 
     def save(self, path: Path, identity: dict[str, Any]) -> None:
         """Atomically (temporary file + rename + completeness record)."""
@@ -119,6 +136,17 @@ class GenerationState:
                    DesignSummary.from_json(meta["summary"]), meta["seconds"])
 
 
+def reduce_batch(scored: ScoredDesigns, top_k: int) -> tuple[ScoredDesigns, DesignSummary]:
+    """A batch reduced to what folding needs: its best ``top_k`` distinct designs (they hold
+    every design of the batch that can enter the overall top-k) and its statistics."""
+    top = TopDesigns(top_k)
+    top.update(scored)
+    summary = DesignSummary()
+    summary.update(scored)
+    assert top.best is not None
+    return top.best, summary
+
+
 def generate_batch(policy: Any, problem: DesignProblem, patient: int, config: GenerationConfig, batch: int) -> ScoredDesigns:
     """Draw and score batch ``batch`` of the job (pure: the same inputs give the same designs)."""
     rows = config.batch_rows(batch)
@@ -140,18 +168,13 @@ def generate_candidates(
     if not 0 <= patient < len(problem):
         raise ValueError(f"patient must be an index in [0, {len(problem)}), got {patient}")
     identity = identity or {}
-    state = (GenerationState.load(checkpoint, config, identity) if checkpoint is not None else None) or \
-        GenerationState(config, top=TopDesigns(config.top_k))
-    batches_per_checkpoint = max(1, config.checkpoint_every // config.batch_size)
+    state = GenerationState.start(config, checkpoint, identity)
     started = time.perf_counter()
     while not state.done:
         batch = state.next_batch
-        state.fold(generate_batch(policy, problem, patient, config, batch))
+        state.fold(*reduce_batch(generate_batch(policy, problem, patient, config, batch), config.top_k))
         if on_batch is not None:
             on_batch(state, config.batch_rows(batch))
-        if checkpoint is not None and (state.next_batch % batches_per_checkpoint == 0 or state.done):
-            state.seconds += time.perf_counter() - started
-            started = time.perf_counter()
-            state.save(checkpoint, identity)
+        started = state.save_if_due(checkpoint, identity, started)
     state.seconds += time.perf_counter() - started
     return state

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agents.candidate_generation import GenerationConfig, GenerationState, generate_batch
-from agents.hydrogel_designs import DesignSummary, ScoredDesigns, TopDesigns
+from agents.candidate_generation import GenerationConfig, GenerationState, generate_batch, reduce_batch
+from agents.hydrogel_designs import DesignSummary, ScoredDesigns
 from envs.hydrogel.problem import DesignProblem
 from train.config import UsageError
 
@@ -56,17 +56,11 @@ def ray_session(address: str = "local", num_cpus: int | None = None) -> Iterator
 
 def score_batch(policy: Any, problem: DesignProblem, patient: int, config: GenerationConfig,
                 batch: int) -> tuple[ScoredDesigns, DesignSummary]:
-    """One batch, reduced to what the driver needs: its top-k and its statistics."""
+    """One batch on a worker (one torch thread, as the CLI's default), reduced for the driver."""
     import torch
 
     torch.set_num_threads(1)
-    scored = generate_batch(policy, problem, patient, config, batch)
-    top = TopDesigns(config.top_k)
-    top.update(scored)
-    summary = DesignSummary()
-    summary.update(scored)
-    assert top.best is not None
-    return top.best, summary
+    return reduce_batch(generate_batch(policy, problem, patient, config, batch), config.top_k)
 
 
 def generate_candidates_ray(
@@ -84,9 +78,7 @@ def generate_candidates_ray(
     if not 0 <= patient < len(problem):
         raise ValueError(f"patient must be an index in [0, {len(problem)}), got {patient}")
     identity = identity or {}
-    state = (GenerationState.load(checkpoint, config, identity) if checkpoint is not None else None) or \
-        GenerationState(config, top=TopDesigns(config.top_k))
-    batches_per_checkpoint = max(1, config.checkpoint_every // config.batch_size)
+    state = GenerationState.start(config, checkpoint, identity)
     with ray_session(address, num_cpus) as ray:
         gpu = 1 if getattr(policy.device, "type", "cpu") == "cuda" else 0
         remote = ray.remote(num_cpus=1, num_gpus=gpu)(score_batch)
@@ -104,15 +96,9 @@ def generate_candidates_ray(
                 ready[pending.pop(ref)] = ray.get(ref)
             while state.next_batch in ready:  # fold in batch order
                 batch = state.next_batch
-                best, summary = ready.pop(batch)
-                state.top.update(best)
-                state.summary.merge(summary)
-                state.next_batch += 1
+                state.fold(*ready.pop(batch))
                 if on_batch is not None:
                     on_batch(state, config.batch_rows(batch))
-                if checkpoint is not None and (state.next_batch % batches_per_checkpoint == 0 or state.done):
-                    state.seconds += time.perf_counter() - started
-                    started = time.perf_counter()
-                    state.save(checkpoint, identity)
+                started = state.save_if_due(checkpoint, identity, started)
         state.seconds += time.perf_counter() - started
     return state
