@@ -10,15 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from envs.prostate.backbone import tiny_backbone
-
-PROSTATE = {
-    "synthetic": {"n_patients": 8, "cores_per_patient": 2, "image_size": 96},
-    "backbone": tiny_backbone(96),
-    "on_missing_decoder": "raise",
-}
-TINY_DECODER = {"epochs": 1, "transformer_depth": 1, "mlp_dim": 32, "class_hidden": 16, "val_repeats": 1, "batch_size": 8}
-TAXONOMY = {"synthetic": {"n_samples": 240, "min_species_count": 0, "seed": 1}}
+from benchmarks.determinism import PROSTATE_KWARGS as PROSTATE
+from benchmarks.determinism import TAXONOMY_KWARGS as TAXONOMY
+from benchmarks.determinism import TINY_DECODER
 
 SMALL_KWARGS: dict[str, dict[str, Any]] = {
     "Hydrogel-v0": {"n_synthetic": 20},

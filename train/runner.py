@@ -14,6 +14,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 import platform
@@ -208,7 +209,7 @@ def train_run(config: RunConfig, run_dir: Path, command: str | None = None) -> R
             seed=config.seed,
             device=config.device,
             verbose=0,
-            policy_kwargs=config.policy_kwargs or None,
+            policy_kwargs=copy.deepcopy(config.policy_kwargs) or None,  # A2C adds its optimizer class in place
             **algo_kwargs,
         )
     except (TypeError, ValueError, AssertionError, OSError) as err:  # bad hyperparameter, missing checkpoint

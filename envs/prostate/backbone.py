@@ -22,10 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from enum import Enum
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,8 +125,22 @@ class BackboneConfig:
         return f"{self.name.value}-{self.img_size}-{digest}"
 
 
-def backbone_config(name: BackboneName | str = BackboneName.SMALL, sam_checkpoint: str | os.PathLike[str] | None = None) -> BackboneConfig:
-    """The preset ``name``; ``vit_b`` needs a checkpoint (argument or ``$SCIENCEGYM_SAM_CHECKPOINT``)."""
+def backbone_config(
+    name: BackboneName | str | Mapping[str, Any] = BackboneName.SMALL,
+    sam_checkpoint: str | os.PathLike[str] | None = None,
+) -> BackboneConfig:
+    """The preset ``name``; ``vit_b`` needs a checkpoint (argument or ``$SCIENCEGYM_SAM_CHECKPOINT``).
+
+    A mapping is a preset (its ``name``, default ``small``) with some fields replaced,
+    e.g. ``{"img_size": 96, "embed_dim": 32, "depth": 1, "num_heads": 2}``, so a config
+    file or ``--hyperparams`` can ask for a custom encoder."""
+    if isinstance(name, Mapping):
+        fields = {f.name for f in dataclass_fields(BackboneConfig)}
+        unknown = sorted(set(name) - fields)
+        if unknown:
+            raise ValueError(f"backbone: unknown field(s) {unknown}; expected some of {sorted(fields)}")
+        changes = {k: v for k, v in name.items() if k != "name"}
+        return replace(backbone_config(name.get("name", BackboneName.SMALL), sam_checkpoint), **changes)
     name = parse_choice(BackboneName, name, "backbone")
     checkpoint = sam_checkpoint or os.environ.get(CHECKPOINT_ENV_VAR) or None
     if name is BackboneName.SMALL:

@@ -38,7 +38,7 @@ class EncodedCohort:
 def load_encoded_cohort(
     data_dir: str | os.PathLike[str] | None = None,
     synthetic: SyntheticCohortConfig | Mapping[str, Any] | None = None,
-    backbone: BackboneConfig | str = "small",
+    backbone: BackboneConfig | str | Mapping[str, Any] = "small",
     sam_checkpoint: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     *,

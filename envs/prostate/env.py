@@ -141,7 +141,8 @@ class ProstateEnv(gym.Env):
     * ``data_dir``: a ProstNFound-format cohort directory; None = the phantom cohort,
       configured by ``synthetic`` (a :class:`SyntheticCohortConfig` or a mapping of
       its fields).
-    * ``backbone``: ``"small"`` (default), ``"vit_b"`` or a :class:`BackboneConfig`;
+    * ``backbone``: ``"small"`` (default), ``"vit_b"``, a :class:`BackboneConfig` or a
+      mapping of its fields over a preset (``{"img_size": 96, "depth": 1}``);
       ``sam_checkpoint``: SAM/MedSAM weights (or ``$SCIENCEGYM_SAM_CHECKPOINT``).
     * ``decoder_checkpoint``: a decoder saved by ``python -m train pretrain --env
       Prostate-v0``; None = the default location for this backbone and cohort, where
@@ -172,7 +173,7 @@ class ProstateEnv(gym.Env):
         relative_reward: bool = False,
         data_dir: str | os.PathLike[str] | None = None,
         synthetic: SyntheticCohortConfig | Mapping[str, Any] | None = None,
-        backbone: BackboneConfig | str = "small",
+        backbone: BackboneConfig | str | Mapping[str, Any] = "small",
         sam_checkpoint: str | os.PathLike[str] | None = None,
         decoder_checkpoint: str | os.PathLike[str] | None = None,
         on_missing_decoder: MissingDecoder | str = MissingDecoder.BUILD,
