@@ -17,8 +17,8 @@ non-stationary by one iteration at most. The final decoder is written to
 pre-trained decoder (the fixed yardstick every other agent is scored with) unless
 ``eval_env_kwargs.decoder_checkpoint`` points at the co-trained one.
 
-Only public functions of :mod:`envs.prostate` are used; the loss is written here from
-``ProstateDecoder.score`` because the package keeps its own loss private.
+The loss is :func:`envs.prostate.reward_training.decoder_loss`, the one pre-training
+minimises, so co-training cannot drift from it.
 """
 
 from __future__ import annotations
@@ -32,17 +32,16 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-import torch.nn.functional as F
 from stable_baselines3.common.logger import Logger
 
 from envs.prostate.reward_model import ProstateDecoder, save_decoder
-from envs.prostate.reward_training import CoreBatch, DecoderTrainingConfig, evaluate_decoder, load_core_batch
+from envs.prostate.reward_training import CoreBatch, DecoderTrainingConfig, decoder_loss, evaluate_decoder, load_core_batch
 from envs.splits import Split
 
 if TYPE_CHECKING:
     from agents.grpo import GroupRollout
 
-__all__ = ["DecoderCoTrainer", "episode_points", "supervised_decoder_loss"]
+__all__ = ["DecoderCoTrainer", "episode_points"]
 
 VAL_POINTS = 3
 """Random points per validation core when the decoder's core AUROC is measured (as pre-training)."""
@@ -61,19 +60,6 @@ def episode_points(final_infos: Sequence[dict[str, Any]], grid_size: int) -> tup
         cells[e, : len(row)] = th.tensor(row, dtype=th.long)
         valid[e, : len(row)] = True
     return cells, valid
-
-
-def supervised_decoder_loss(decoder: ProstateDecoder, batch: CoreBatch, cases: th.Tensor, cells: th.Tensor,
-                            valid: th.Tensor, cspca_threshold: int, class_weight: float, device: th.device) -> th.Tensor:
-    """Involvement BCE + class_weight x csPCa CE of the cores ``cases`` of ``batch`` with the given points."""
-    scores = decoder.score(
-        batch.features[cases].to(device, th.float32), cells.to(device), valid.to(device),
-        batch.clinical[cases].to(device), batch.clinical_present[cases].to(device), batch.core_weights[cases].to(device),
-    )
-    involvement = batch.involvement[cases].to(device)
-    cspca = (batch.grade_group[cases] >= cspca_threshold).long().to(device)
-    bce = F.binary_cross_entropy(scores.core_score.clamp(1e-6, 1 - 1e-6), involvement)
-    return bce + class_weight * F.cross_entropy(scores.output.class_logits, cspca)
 
 
 class DecoderCoTrainer:
@@ -125,8 +111,7 @@ class DecoderCoTrainer:
             return th.zeros((), device=self.device)
         cells, valid = episode_points([rollout.final_infos[e] for e in episodes], self.grid_size)
         cases = th.as_tensor(rollout.episode_case[episodes])
-        loss = supervised_decoder_loss(self.decoder, self.train, cases, cells, valid, self.cspca_threshold,
-                                       self.training.class_weight, self.device)
+        loss = decoder_loss(self.decoder, self.train, cases, cells, valid, self.training, self.device)
         self._last_loss.append(float(loss.detach()))
         return loss
 

@@ -32,6 +32,7 @@ from rewards.prostate import RewardMode, reward_components
 __all__ = [
     "DecoderTrainingConfig",
     "CoreBatch",
+    "decoder_loss",
     "LESION_CELL_FRACTION",
     "lesion_cell_labels",
     "load_core_batch",
@@ -235,9 +236,11 @@ def _score(decoder: ProstateDecoder, batch: CoreBatch, idx: torch.Tensor, cells:
     )
 
 
-def _decoder_loss(decoder: ProstateDecoder, batch: CoreBatch, idx: torch.Tensor, cells: torch.Tensor, valid: torch.Tensor,
-                  config: DecoderTrainingConfig, device: torch.device) -> torch.Tensor:
-    """Involvement BCE on the core score + ``class_weight`` x csPCa cross-entropy."""
+def decoder_loss(decoder: ProstateDecoder, batch: CoreBatch, idx: torch.Tensor, cells: torch.Tensor, valid: torch.Tensor,
+                 config: DecoderTrainingConfig, device: torch.device) -> torch.Tensor:
+    """The reward model's supervised loss on the cores ``idx`` of ``batch`` with the given
+    points: involvement BCE on the core score + ``class_weight`` x csPCa cross-entropy.
+    Pre-training and GRPO's co-training (``agents.grpo_cotraining``) minimise this one loss."""
     scores = _score(decoder, batch, idx, cells, valid, device)
     involvement = batch.involvement[idx].to(device)
     cspca = (batch.grade_group[idx] >= config.cspca_threshold).long().to(device)
@@ -367,7 +370,7 @@ def fit_decoder(
                     on_lesion &= train.lesion_cells[idx].any(dim=1, keepdim=True)
                     candidates = torch.where(on_lesion, train.lesion_cells[idx], candidates)  # (b, G*G)
                 cells, valid = sample_random_cells(candidates, counts, config.max_points, generator)
-                loss = _decoder_loss(decoder, train, idx, cells, valid, config, device)
+                loss = decoder_loss(decoder, train, idx, cells, valid, config, device)
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(decoder.parameters(), config.grad_clip)

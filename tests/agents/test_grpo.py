@@ -320,13 +320,13 @@ def test_cotraining_uses_every_rollout_and_updates_the_envs_decoder(prostate_kwa
     import agents.grpo_cotraining as cotraining
 
     seen: list[int] = []
-    original = cotraining.supervised_decoder_loss
+    original = cotraining.decoder_loss
 
     def spy(decoder, batch, cases, *args):  # noqa: ANN001, ANN202
         seen.append(len(cases))
         return original(decoder, batch, cases, *args)
 
-    monkeypatch.setattr(cotraining, "supervised_decoder_loss", spy)
+    monkeypatch.setattr(cotraining, "decoder_loss", spy)
     model = _prostate_model(prostate_kwargs, cotrain_decoder=True, n_epochs=1, decoder_lr=1e-2)
     model.set_logger(configure(str(tmp_path), ["csv"]))
     decoders = [env.unwrapped.decoder for env in model.env.envs]
