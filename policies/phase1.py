@@ -22,6 +22,7 @@ import torch as th
 from torch import nn
 
 from envs.cache import cache_path, publish
+from envs.errors import first_line, state_dict_problems
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -207,15 +208,37 @@ def load_phase1(
             f"Phase 1 checkpoint not found: {path}. Train one with `{PRETRAIN_COMMAND}`"
             " (it writes this default location), or pass the path of yours."
         )
-    payload = th.load(path, map_location=device, weights_only=True)
+    # A truncated file, another architecture's weights or an edited config is one line
+    # naming the file and the field, not torch's RuntimeError / KeyError traceback.
+    try:
+        payload = th.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises several types (RuntimeError, UnpicklingError, KeyError) for bad files
+        raise ValueError(f"Phase 1 checkpoint {path} cannot be read as a torch file ({type(err).__name__}: {first_line(err)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a Phase 1 checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    module_name, _, class_name = payload["target"].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    model = cls.from_config(payload["config"])
+    missing = [k for k in ("target", "config", "state_dict", "tree_fingerprint", "ranks") if k not in payload]
+    if missing:
+        raise ValueError(f"Phase 1 checkpoint {path} lacks {missing}; write checkpoints with save_phase1")
+    target = str(payload["target"])
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"Phase 1 checkpoint {path}: 'target' {target!r} cannot be imported ({first_line(err)})") from None
+    try:
+        model = cls.from_config(payload["config"])
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"Phase 1 checkpoint {path}: 'config' does not build {target} ({type(err).__name__}: {first_line(err)})"
+        ) from None
+    if not isinstance(payload["state_dict"], dict) or not isinstance(model, nn.Module):
+        raise ValueError(f"Phase 1 checkpoint {path}: 'state_dict' is not a dict of weights for an nn.Module {target}")
+    problems = state_dict_problems(model.state_dict(), payload["state_dict"])
+    if problems:
+        raise ValueError(f"Phase 1 checkpoint {path}: 'state_dict' does not fit {target} built from its 'config' ({problems})")
     model.load_state_dict(payload["state_dict"])
     model.to(device)
     if not isinstance(model, HierarchicalClassifier):
-        raise TypeError(f"{payload['target']} does not implement HierarchicalClassifier")
+        raise TypeError(f"Phase 1 checkpoint {path}: 'target' {target} does not implement HierarchicalClassifier")
     meta = {"tree_fingerprint": payload["tree_fingerprint"], "ranks": tuple(payload["ranks"])}
     return model, meta

@@ -89,6 +89,7 @@ class DesignOracle:
         cache_key: identifies a deterministic model on disk (``model.cache_key`` when it
             has one); ``None`` keeps results in memory only.
         cache_dir: overrides the cache root.
+        source: names the model in errors about its output.
         refine_top: grid points polished per (polymer, coverage) and patient.
     """
 
@@ -101,8 +102,10 @@ class DesignOracle:
         refine_top: int = 1,
         refine_iterations: int = 40,
         patients_per_batch: int = 32,
+        source: str = "outcome model",
     ) -> None:
         self.model = model
+        self.source = source
         self.weights = weights
         table = polymer_table()
         self._low, self._high = table["low"], table["high"]
@@ -150,6 +153,7 @@ class DesignOracle:
         assessment = assess_designs(
             patients, polymer, formulation.float(), coverage, torch.zeros(batch, dtype=torch.bool),
             model=self.model, window_low=self._low, window_high=self._high, weights=self.weights,
+            source=self.source,
         )
         return assessment.design_score  # (B,)
 

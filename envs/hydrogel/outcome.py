@@ -65,6 +65,7 @@ def assess_designs(
     weights: RewardWeights = RewardWeights(),
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
+    source: str = "outcome model",
 ) -> Assessment:
     """Clip to the feasible window, predict outcomes, score.
 
@@ -74,11 +75,13 @@ def assess_designs(
         novel: (B,) bool, polymer not tried before in this episode.
         noise_std: relative std of multiplicative noise on delta_EF, stress reduction and
             strain normalisation (0 = deterministic), drawn from ``generator``.
+        source: names the model in errors about its output
+            (:func:`~envs.hydrogel.surrogate.describe_outcome_model`).
     """
     used, clipped = clip_to_window(polymer, formulation, window_low, window_high)
     with torch.no_grad():
         raw = model(patients, polymer, used, coverage)
-    predictions = check_predictions(raw, batch=patients.shape[0])
+    predictions = check_predictions(raw, batch=patients.shape[0], source=source)
     if noise_std > 0.0:
         noise = 1.0 + noise_std * torch.randn((3, patients.shape[0]), generator=generator, device=patients.device)
         predictions["delta_EF"] = (predictions["delta_EF"] * noise[0]).clamp(min=0.0)

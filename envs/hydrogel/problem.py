@@ -19,7 +19,7 @@ from envs.hydrogel.cohort import Cohort, make_cohort, normalise_features
 from envs.hydrogel.library import polymer_table
 from envs.hydrogel.oracle import DesignOracle, OptimalDesign
 from envs.hydrogel.outcome import Assessment, assess_designs
-from envs.hydrogel.surrogate import OutcomeModel, load_outcome_model
+from envs.hydrogel.surrogate import OutcomeModel, describe_outcome_model, load_outcome_model
 from envs.splits import Split, parse_split
 from rewards.hydrogel import RewardWeights
 
@@ -81,6 +81,8 @@ class DesignProblem:
         self.split = parse_split(split)
         self.device = torch.device(device)
         model = load_outcome_model(outcome_model)
+        self.model_source = describe_outcome_model(outcome_model)
+        """How errors about the model's output name it (its TorchScript file or its name)."""
         self.model = model.to(self.device) if isinstance(model, torch.nn.Module) else model
         self.weights = reward_weights_from(reward_weights)
         self.noise_std = float(noise_std)
@@ -96,7 +98,8 @@ class DesignProblem:
         self.optimal_designs: list[OptimalDesign] = []
         """The oracle's best design of every patient of the split (empty without regret)."""
         if compute_regret:
-            self.oracle = DesignOracle(self.model, self.weights, getattr(self.model, "cache_key", None), cache_dir)
+            self.oracle = DesignOracle(self.model, self.weights, getattr(self.model, "cache_key", None), cache_dir,
+                                       source=self.model_source)
             self.optimal_designs = self.oracle.precompute(self.cohort.features)  # once; later envs read the cache
             best = self.optimal_designs
             self.best_achievable = torch.tensor([b.design_score for b in best], device=self.device)
@@ -120,7 +123,7 @@ class DesignProblem:
         return assess_designs(
             self.patients[patient_index], polymer, formulation, coverage, novel,
             model=self.model, window_low=self.window_low, window_high=self.window_high,
-            weights=self.weights, noise_std=self.noise_std, generator=generator,
+            weights=self.weights, noise_std=self.noise_std, generator=generator, source=self.model_source,
         )
 
     @staticmethod

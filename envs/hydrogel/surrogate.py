@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from envs.errors import first_line
 from envs.hydrogel.library import COVERAGE_BORDER_FRACTION, Category, polymer_table
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "OutcomeModel",
     "SurrogateOutcomeModel",
     "load_outcome_model",
+    "describe_outcome_model",
     "check_predictions",
 ]
 
@@ -235,24 +237,47 @@ def load_outcome_model(model: OutcomeModel | str | os.PathLike[str] | None) -> O
             raise FileNotFoundError(f"outcome_model: TorchScript file {str(path)!r} does not exist")
         try:
             return torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as err:
-            raise ValueError(f"outcome_model: {str(path)!r} is not a TorchScript file ({err})") from None
+        except RuntimeError as err:  # torch's message spans lines; its first says what failed
+            raise ValueError(f"outcome_model: {str(path)!r} is not a TorchScript file ({first_line(err)})") from None
     if not callable(model):
         raise TypeError(f"outcome_model must be None, a callable or a TorchScript path, got {type(model).__name__}")
     return model
 
 
-def check_predictions(predictions: Mapping[str, Tensor], batch: int) -> dict[str, Tensor]:
-    """Validate a model's output: every name present, shape (B,), finite. Returns float32 tensors."""
+def describe_outcome_model(model: OutcomeModel | str | os.PathLike[str] | None) -> str:
+    """How errors name the env's ``outcome_model`` kwarg: the TorchScript file, or the
+    callable's name (a user's model that misbehaves must be identifiable in one line)."""
+    if model is None:
+        return f"outcome model {SurrogateOutcomeModel.__name__}"
+    if isinstance(model, (str, os.PathLike)):
+        return f"outcome_model {str(Path(model))!r}"
+    return f"outcome_model {getattr(model, '__qualname__', None) or type(model).__name__}"
+
+
+def check_predictions(predictions: Mapping[str, Tensor], batch: int, source: str = "outcome model") -> dict[str, Tensor]:
+    """Validate a model's output: a mapping with every name, B values each, finite.
+    Returns float32 (B,) tensors. ``source`` names the model in errors
+    (:func:`describe_outcome_model`)."""
+    if not isinstance(predictions, Mapping):
+        raise ValueError(
+            f"{source} returned a {type(predictions).__name__}; it must return a dict of (B,) tensors"
+            f" with keys {list(PREDICTION_NAMES)}"
+        )
     missing = [name for name in PREDICTION_NAMES if name not in predictions]
     if missing:
-        raise ValueError(f"outcome model output lacks {missing}; it must return {list(PREDICTION_NAMES)}")
+        raise ValueError(f"{source} output lacks {missing}; it must return {list(PREDICTION_NAMES)}")
     checked: dict[str, Tensor] = {}
     for name in PREDICTION_NAMES:
-        value = torch.as_tensor(predictions[name]).float().reshape(-1)
+        try:
+            raw = torch.as_tensor(predictions[name])
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{source} output {name!r} is not a tensor of numbers ({first_line(err)})") from None
+        value = raw.float().reshape(-1)
         if value.shape[0] != batch:
-            raise ValueError(f"outcome model output {name!r} has {value.shape[0]} values, expected {batch}")
+            raise ValueError(
+                f"{source} output {name!r} has shape {tuple(raw.shape)} ({value.shape[0]} values), expected ({batch},)"
+            )
         if not torch.isfinite(value).all():
-            raise ValueError(f"outcome model output {name!r} is not finite: {value.tolist()[:5]}")
+            raise ValueError(f"{source} output {name!r} is not finite: {value.tolist()[:5]}")
         checked[name] = value
     return checked

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 
+from envs.errors import first_line, state_dict_problems
 from rewards.choices import parse_choice
 
 __all__ = [
@@ -167,7 +168,9 @@ def load_sam_state_dict(path: str | os.PathLike[str], prefix: str) -> dict[str, 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for non-checkpoint files
-        raise ValueError(f"SAM checkpoint {path} cannot be read as a torch state dict ({type(err).__name__}: {err})") from None
+        raise ValueError(
+            f"SAM checkpoint {path} cannot be read as a torch state dict ({type(err).__name__}: {first_line(err)})"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
@@ -185,22 +188,11 @@ def load_sam_module(module: torch.nn.Module, path: str | os.PathLike[str], prefi
     """Load ``module`` from the ``prefix`` entries of a SAM checkpoint, strictly: missing
     or unexpected keys and shape mismatches are a ValueError that names them."""
     state = load_sam_state_dict(path, prefix)
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)
-    )
-    if missing or unexpected or mismatched:
-        def listing(keys: list[str]) -> str:
-            shown = ", ".join(prefix + k for k in keys[:8])
-            return shown + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-        problems = [f"missing keys {listing(missing)}" if missing else "",
-                    f"unexpected keys {listing(unexpected)}" if unexpected else "",
-                    f"shape mismatches {listing(mismatched)}" if mismatched else ""]
+    problems = state_dict_problems({prefix + k: v for k, v in module.state_dict().items()},
+                                   {prefix + k: v for k, v in state.items()}, shown=8)
+    if problems:
         raise ValueError(
-            f"SAM checkpoint {path} does not fit {type(module).__name__} ({'; '.join(p for p in problems if p)});"
+            f"SAM checkpoint {path} does not fit {type(module).__name__} ({problems});"
             " expected a complete SAM/MedSAM ViT-B checkpoint"
         )
     module.load_state_dict(state)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from envs.errors import first_line
 from envs.splits import Split, parse_split
 
 __all__ = [
@@ -151,15 +153,40 @@ def _find_h5(root: Path) -> Path:
     return found[0]
 
 
+_NUMERIC_COLUMNS: tuple[str, ...] = ("grade_group", "pct_cancer", *CLINICAL_COLUMNS)
+"""Metadata columns that must parse as numbers (an empty cell is NaN: "not recorded")."""
+
+
+@contextmanager
+def _open_h5(path: Path) -> Iterator[h5py.File]:
+    """``path`` opened read-only; a file HDF5 cannot open (truncated, not HDF5) is a
+    :class:`CohortError` naming it rather than h5py's bare ``OSError``."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise CohortError(f"{path}: not a readable HDF5 file ({first_line(err)})") from None
+    with f:
+        yield f
+
+
 def _read_metadata(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise CohortError(f"missing metadata file {path}; expected columns {list(METADATA_COLUMNS)}")
-    table = pd.read_csv(path, dtype={"core_id": str, "patient_id": str, "center": str})
+    try:
+        table = pd.read_csv(path, dtype={"core_id": str, "patient_id": str, "center": str})
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise CohortError(f"{path}: not a readable CSV file ({first_line(err)})") from None
     missing = [c for c in METADATA_COLUMNS if c not in table.columns]
     if missing:
         raise CohortError(f"{path}: missing column(s) {missing}; required: {list(METADATA_COLUMNS)}")
     if table.empty:
         raise CohortError(f"{path}: no cores")
+    for column in _NUMERIC_COLUMNS:  # a text cell would make the range checks below raise TypeError
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = table.loc[numbers.isna() & table[column].notna(), "core_id"].tolist()
+        if bad:
+            raise CohortError(f"{path}: column {column!r} must hold numbers (or be empty); bad cores {bad[:5]}")
+        table[column] = numbers.astype(np.float64)
     duplicated = table["core_id"][table["core_id"].duplicated()].tolist()
     if duplicated:
         raise CohortError(f"{path}: core_id must be unique, repeated: {duplicated[:5]}")
@@ -189,8 +216,10 @@ def _read_metadata(path: Path) -> pd.DataFrame:
 def _read_splits(path: Path, patients: set[str]) -> dict[Split, tuple[str, ...]]:
     if not path.is_file():
         raise CohortError(f"missing splits file {path}; expected {{'train': [...], 'val': [...], 'test': [...]}}")
-    with open(path) as f:
-        raw = json.load(f)
+    try:
+        raw = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CohortError(f"{path}: not a readable JSON file ({first_line(err)})") from None
     if not isinstance(raw, Mapping):
         raise CohortError(f"{path}: expected a JSON object with keys train/val/test, got {type(raw).__name__}")
     unknown_keys = set(raw) - {s.value for s in Split}
@@ -199,7 +228,10 @@ def _read_splits(path: Path, patients: set[str]) -> dict[Split, tuple[str, ...]]
     splits: dict[Split, tuple[str, ...]] = {}
     owner: dict[str, Split] = {}
     for split in Split:
-        members = tuple(str(p) for p in raw.get(split.value, []))
+        listed = raw.get(split.value, [])
+        if not isinstance(listed, list):
+            raise CohortError(f"{path}: split {split.value!r} must be a list of patient ids, got {type(listed).__name__}")
+        members = tuple(str(p) for p in listed)
         for patient in members:
             if patient in owner and owner[patient] is not split:
                 raise CohortError(
@@ -214,17 +246,32 @@ def _read_splits(path: Path, patients: set[str]) -> dict[Split, tuple[str, ...]]
     return splits
 
 
+def _real_dtype(dtype: np.dtype) -> bool:
+    """Integers, floats and bools: what a B-mode image or a 0/1 mask may be stored as."""
+    return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_
+
+
 def _check_images(h5_path: Path, core_ids: Sequence[str]) -> None:
-    with h5py.File(h5_path, "r") as f:
+    """Structure only (groups, datasets, shapes, dtypes): reading every pixel here would
+    cost each ``gym.make`` a pass over the cohort; values are checked by :meth:`ProstateCohort.read_images`."""
+    with _open_h5(h5_path) as f:
         for group in IMAGE_GROUPS:
             if group not in f:
                 raise CohortError(f"{h5_path}: missing group {group!r}; required groups: {list(IMAGE_GROUPS)}")
+            if not isinstance(f[group], h5py.Group):
+                raise CohortError(f"{h5_path}: {group!r} must be a group with one dataset per core, got a dataset")
         for core_id in core_ids:
             shapes = {}
             for group in IMAGE_GROUPS:
                 if core_id not in f[group]:
                     raise CohortError(f"{h5_path}: group {group!r} has no dataset for core {core_id!r}")
-                shapes[group] = f[group][core_id].shape
+                node = f[group][core_id]
+                if not isinstance(node, h5py.Dataset):
+                    raise CohortError(f"{h5_path}: {group}/{core_id} must be a dataset, got a group")
+                if not _real_dtype(node.dtype):
+                    kind = "real numbers" if group == "bmode" else "0/1 or bool"
+                    raise CohortError(f"{h5_path}: {group}/{core_id} must hold {kind}, got dtype {node.dtype}")
+                shapes[group] = node.shape
             if len(shapes["bmode"]) != 2:
                 raise CohortError(f"{h5_path}: bmode/{core_id} must be 2-D (H, W), got shape {shapes['bmode']}")
             if len(set(shapes.values())) != 1:
@@ -278,18 +325,31 @@ class ProstateCohort:
         return tuple(self._records[c] for c in self._order if self._records[c].patient_id in patients)
 
     def read_images(self, core_id: str) -> CoreImages:
-        """One core's B-mode image and masks."""
-        with h5py.File(self.h5_path, "r") as f:
-            return CoreImages(
-                bmode=np.asarray(f["bmode"][core_id], dtype=np.float32),
-                prostate_mask=np.asarray(f["prostate_mask"][core_id]).astype(bool),
-                needle_mask=np.asarray(f["needle_mask"][core_id]).astype(bool),
-            )
+        """One core's B-mode image and masks, checked: a NaN pixel or a mask value other
+        than 0/1 would be encoded into the feature cache and poison every reward."""
+        arrays = {}
+        with _open_h5(self.h5_path) as f:
+            for group in IMAGE_GROUPS:
+                try:
+                    arrays[group] = np.asarray(f[group][core_id])
+                except OSError as err:  # a chunk HDF5 cannot decompress: a damaged file
+                    raise CohortError(f"{self.h5_path}: {group}/{core_id} cannot be read ({first_line(err)})") from None
+        bmode = arrays["bmode"].astype(np.float32)
+        if not np.isfinite(bmode).all():
+            raise CohortError(f"{self.h5_path}: bmode/{core_id} contains NaN or inf")
+        for group in ("prostate_mask", "needle_mask"):
+            if not np.isin(arrays[group], (0, 1)).all():
+                raise CohortError(f"{self.h5_path}: {group}/{core_id} must hold only 0/1 (or bool)")
+        return CoreImages(
+            bmode=bmode,
+            prostate_mask=arrays["prostate_mask"].astype(bool),
+            needle_mask=arrays["needle_mask"].astype(bool),
+        )
 
     def read_lesion_mask(self, core_id: str) -> np.ndarray | None:
         """One core's (H, W) bool lesion ground truth, or None when the cohort has none
         (real cohorts; only the phantom writes the optional ``lesion_mask`` group)."""
-        with h5py.File(self.h5_path, "r") as f:
+        with _open_h5(self.h5_path) as f:
             if "lesion_mask" not in f or core_id not in f["lesion_mask"]:
                 return None
             return np.asarray(f["lesion_mask"][core_id]).astype(bool)

@@ -145,28 +145,32 @@ def ensure_features(
     encoder = build_image_encoder(config).to(device)
     core_ids = cohort.core_ids
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset(_CORE_IDS, data=np.array(core_ids, dtype=object), dtype=h5py.string_dtype())
-        feats = f.create_dataset(_FEATURES, (len(core_ids), EMBED_CHANNELS, G, G), dtype=np.float16, chunks=(1, EMBED_CHANNELS, G, G))
-        prostate = f.create_dataset(_PROSTATE_FRACTION, (len(core_ids), G, G), dtype=np.float32)
-        weights = f.create_dataset(_CORE_WEIGHTS, (len(core_ids), H, H), dtype=np.float32)
-        f.attrs[_BACKBONE_ATTR] = json.dumps({**asdict(config), "name": config.name.value})
-        bar = tqdm(total=len(core_ids), desc=f"Encoding cores ({config.name.value}, {config.img_size}px)", disable=not progress)
-        for start in range(0, len(core_ids), batch_size):
-            batch_ids = core_ids[start : start + batch_size]
-            images, masks = [], []
-            for core_id in batch_ids:
-                core = cohort.read_images(core_id)
-                images.append(preprocess_bmode(core.bmode, config.img_size))
-                masks.append(core)
-            with torch.no_grad():
-                out = encoder(torch.stack(images).to(device))  # (b, 256, G, G)
-            stop = start + len(batch_ids)
-            feats[start:stop] = out.cpu().numpy().astype(np.float16)
-            for i, core in enumerate(masks):
-                prostate[start + i] = _area_fraction(core.prostate_mask, G)
-                weights[start + i] = _area_fraction(core.prostate_mask & core.needle_mask, H)
-            bar.update(len(batch_ids))
-        bar.close()
+    try:  # a core that fails its checks mid-way (CohortError) leaves no half-written file behind
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset(_CORE_IDS, data=np.array(core_ids, dtype=object), dtype=h5py.string_dtype())
+            feats = f.create_dataset(_FEATURES, (len(core_ids), EMBED_CHANNELS, G, G), dtype=np.float16, chunks=(1, EMBED_CHANNELS, G, G))
+            prostate = f.create_dataset(_PROSTATE_FRACTION, (len(core_ids), G, G), dtype=np.float32)
+            weights = f.create_dataset(_CORE_WEIGHTS, (len(core_ids), H, H), dtype=np.float32)
+            f.attrs[_BACKBONE_ATTR] = json.dumps({**asdict(config), "name": config.name.value})
+            bar = tqdm(total=len(core_ids), desc=f"Encoding cores ({config.name.value}, {config.img_size}px)", disable=not progress)
+            for start in range(0, len(core_ids), batch_size):
+                batch_ids = core_ids[start : start + batch_size]
+                images, masks = [], []
+                for core_id in batch_ids:
+                    core = cohort.read_images(core_id)
+                    images.append(preprocess_bmode(core.bmode, config.img_size))
+                    masks.append(core)
+                with torch.no_grad():
+                    out = encoder(torch.stack(images).to(device))  # (b, 256, G, G)
+                stop = start + len(batch_ids)
+                feats[start:stop] = out.cpu().numpy().astype(np.float16)
+                for i, core in enumerate(masks):
+                    prostate[start + i] = _area_fraction(core.prostate_mask, G)
+                    weights[start + i] = _area_fraction(core.prostate_mask & core.needle_mask, H)
+                bar.update(len(batch_ids))
+            bar.close()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     publish(tmp, path)
     return FeatureFile(path, G)

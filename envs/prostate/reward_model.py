@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransfor
 from torch import nn
 
 from envs.cache import cache_path, publish
+from envs.errors import first_line, state_dict_problems
 from envs.prostate.backbone import EMBED_CHANNELS, HEATMAP_UPSCALE, BackboneConfig, load_sam_module
 from envs.prostate.data import CLINICAL_COLUMNS, ProstateCohort
 
@@ -266,6 +268,7 @@ def save_decoder(decoder: ProstateDecoder, path: str | os.PathLike[str], *, back
         "decoder_config": asdict(decoder.config),
         "training_config": asdict(training),
         "backbone_key": backbone.key,
+        "backbone_architecture": _architecture(backbone),
         "metrics": {k: v for k, v in metrics.items() if k != "history"},
         "state_dict": decoder.state_dict(),
     }
@@ -280,15 +283,60 @@ def load_decoder(path: str | os.PathLike[str], backbone: BackboneConfig, device:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"decoder checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types (RuntimeError, UnpicklingError, KeyError) for bad files
+        raise ValueError(
+            f"decoder checkpoint {path} cannot be read as a torch file ({type(err).__name__}: {first_line(err)})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a Prostate-v0 decoder checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    config = DecoderConfig(**payload["decoder_config"])
+    for key in ("decoder_config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise ValueError(f"decoder checkpoint {path} has no {key!r} dict; write checkpoints with save_decoder")
+    fields = {f.name for f in dataclass_fields(DecoderConfig)}
+    unknown = sorted(set(payload["decoder_config"]) - fields)
+    if unknown:
+        raise ValueError(f"decoder checkpoint {path}: 'decoder_config' has unknown field(s) {unknown}; expected some of {sorted(fields)}")
+    try:
+        config = DecoderConfig(**payload["decoder_config"])
+    except (TypeError, ValueError) as err:  # a required field missing, a value out of range
+        raise ValueError(f"decoder checkpoint {path}: 'decoder_config' is invalid ({first_line(err)})") from None
     if (config.grid_size, config.img_size) != (backbone.grid_size, backbone.img_size):
         raise ValueError(
             f"decoder checkpoint {path} was trained for a {config.grid_size}x{config.grid_size} grid at"
             f" {config.img_size} px, but the backbone gives {backbone.grid_size}x{backbone.grid_size} at {backbone.img_size} px"
         )
+    trained_on = payload.get("backbone_architecture")  # absent in checkpoints written before it was recorded
+    if isinstance(trained_on, dict) and trained_on != _architecture(backbone):
+        differing = sorted(k for k in trained_on.keys() | _architecture(backbone).keys()
+                           if trained_on.get(k) != _architecture(backbone).get(k))
+        raise ValueError(
+            f"decoder checkpoint {path} was trained on features of another image encoder ('backbone_architecture'"
+            f" differs in {differing}: checkpoint {[trained_on.get(k) for k in differing]}, env"
+            f" {[_architecture(backbone).get(k) for k in differing]}); pass the backbone it was trained with"
+        )
     decoder = ProstateDecoder(config)
+    _check_state_dict(decoder, payload["state_dict"], path)
     decoder.load_state_dict(payload["state_dict"])
     return decoder.to(device).eval(), payload
+
+
+def _architecture(backbone: BackboneConfig) -> dict[str, Any]:
+    """The encoder fields that shape its features (not the weights file's location, so a
+    moved SAM checkpoint still matches): what a decoder checkpoint must have been trained on."""
+    spec = {k: v for k, v in asdict(backbone).items() if k != "checkpoint"}
+    spec["name"] = backbone.name.value
+    spec["global_attn_indexes"] = list(backbone.global_attn_indexes)
+    return spec
+
+
+def _check_state_dict(decoder: ProstateDecoder, state: dict[str, Any], path: Path) -> None:
+    """Weights that do not fit the architecture ``decoder_config`` describes (another
+    version's decoder, an edited config) are a one-line ValueError naming the keys, not
+    torch's many-line ``RuntimeError`` from ``load_state_dict``."""
+    problems = state_dict_problems(decoder.state_dict(), state)
+    if problems:
+        raise ValueError(
+            f"decoder checkpoint {path}: 'state_dict' does not fit the architecture in its 'decoder_config' ({problems})"
+        )

@@ -30,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -37,6 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from envs.errors import first_line
 from envs.splits import Split, parse_split
 from envs.taxonomy.tree import TaxonomyTree
 
@@ -125,6 +128,36 @@ class TaxonomySplit:
         return tuple(self.images.shape[1:3])  # type: ignore[return-value]
 
 
+@contextmanager
+def _open_labels(path: Path) -> Iterator[h5py.File]:
+    """``path`` opened read-only. A file HDF5 cannot open (truncated, not HDF5 at all) is a
+    ValueError naming it, not h5py's bare ``OSError``."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable HDF5 labels file ({first_line(err)})") from None
+    with f:
+        yield f
+
+
+def _dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    """The dataset ``key`` (present); a group under that name is a ValueError naming it."""
+    node = f[key]
+    if not isinstance(node, h5py.Dataset):
+        raise ValueError(f"{path}: '{key}' must be a dataset, got an HDF5 {type(node).__name__.lower()}")
+    return node
+
+
+def _read(f: h5py.File, key: str, path: Path) -> np.ndarray:
+    """All of dataset ``key``; data HDF5 cannot read (a truncated chunk, a type without a
+    NumPy equivalent) is a ValueError naming the file and the dataset."""
+    dataset = _dataset(f, key, path)
+    try:
+        return np.asarray(dataset[()])
+    except (OSError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: dataset '{key}' cannot be read ({first_line(err)})") from None
+
+
 def _read_rows(dataset: h5py.Dataset, rows: np.ndarray, block: int = 2048) -> np.ndarray:
     """``dataset[rows]`` for sorted ``rows``, read in contiguous blocks: h5py's fancy
     indexing re-reads compressed chunks per row and is orders of magnitude slower."""
@@ -156,7 +189,7 @@ def _read_taxa(f: h5py.File, path: Path) -> tuple[list[str], np.ndarray, np.ndar
     """Validated (rank names, taxa (N, R) int64 coarse -> fine, identifiers (N,))."""
     if "img_identifiers" not in f:
         raise ValueError(f"{path}: missing dataset 'img_identifiers' (N,) of unique sample ids")
-    identifiers = np.asarray(f["img_identifiers"][()])
+    identifiers = _read(f, "img_identifiers", path)
     if identifiers.ndim != 1 or len(identifiers) == 0:
         raise ValueError(f"{path}: 'img_identifiers' must have shape (N,) with N >= 1, got {identifiers.shape}")
     identifiers = np.array([i.decode() if isinstance(i, bytes) else str(i) for i in identifiers])
@@ -166,7 +199,7 @@ def _read_taxa(f: h5py.File, path: Path) -> tuple[list[str], np.ndarray, np.ndar
     keys = _rank_keys(f, path)
     columns = []
     for key in keys:
-        col = np.asarray(f[key][()])
+        col = _read(f, key, path)
         if col.shape != (n,):
             raise ValueError(f"{path}: '{key}' must have shape ({n},) like img_identifiers, got {col.shape}")
         if not np.issubdtype(col.dtype, np.integer):
@@ -183,7 +216,7 @@ def read_tree(path: str | os.PathLike[str], tree_path: str | os.PathLike[str] | 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"labels file not found: {path}")
-    with h5py.File(path, "r") as f:
+    with _open_labels(path) as f:
         ranks, taxa, _ = _read_taxa(f, path)
     sibling = path.parent / TREE_FILENAME
     if tree_path is not None:
@@ -213,18 +246,18 @@ def load_split(
     split = parse_split(split)
     path = Path(path)
     tree = read_tree(path, tree_path)
-    with h5py.File(path, "r") as f:
+    with _open_labels(path) as f:
         _, taxa, identifiers = _read_taxa(f, path)
         n = len(identifiers)
         if "images" not in f:
             raise ValueError(f"{path}: missing dataset 'images' (N, H, W, 3) uint8")
-        images_ds = f["images"]
+        images_ds = _dataset(f, "images", path)
         if images_ds.ndim != 4 or images_ds.shape[0] != n or images_ds.shape[3] != 3:
             raise ValueError(f"{path}: 'images' must have shape ({n}, H, W, 3), got {images_ds.shape}")
         if images_ds.dtype != np.uint8:
             raise ValueError(f"{path}: 'images' must be uint8 RGB, got dtype {images_ds.dtype}")
         if "split" in f:
-            codes = np.asarray(f["split"][()])
+            codes = _read(f, "split", path)
             if codes.shape != (n,) or not np.isin(codes, [0, 1, 2]).all():
                 raise ValueError(f"{path}: 'split' must have shape ({n},) with values 0 train, 1 val, 2 test")
         else:
@@ -235,19 +268,25 @@ def load_split(
         optional = {}
         for key, widths in (("spatial", (3,)), ("temporal", (2, 4))):
             if key in f:
-                arr = np.asarray(f[key][()], dtype=np.float32)
+                arr = _read(f, key, path)
+                if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+                    raise ValueError(f"{path}: '{key}' must hold numbers (float), got dtype {arr.dtype}")
+                arr = arr.astype(np.float32)
                 if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] not in widths:
                     raise ValueError(f"{path}: '{key}' must have shape ({n}, {' or '.join(map(str, widths))}), got {arr.shape}")
                 if not np.isfinite(arr).all():
                     raise ValueError(f"{path}: '{key}' contains NaN or inf")
                 optional[key] = arr[rows]
         if "null_cause" in f:
-            causes = np.asarray(f["null_cause"][()])
+            causes = _read(f, "null_cause", path)
             valid = [c.value for c in NullCause]
             if causes.shape != (n,) or not np.isin(causes, valid).all():
                 raise ValueError(f"{path}: 'null_cause' must have shape ({n},) with values in {valid} (NullCause)")
             optional["null_cause"] = causes[rows].astype(np.int64)
-        images = _read_rows(images_ds, rows)
+        try:
+            images = _read_rows(images_ds, rows)
+        except OSError as err:  # a chunk HDF5 cannot decompress: a damaged file
+            raise ValueError(f"{path}: dataset 'images' cannot be read ({first_line(err)})") from None
     return TaxonomySplit(
         tree=tree,
         split=split,

@@ -276,7 +276,18 @@ class TaxonomyTree:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"taxonomy JSON not found: {path}")
-        return cls.from_json_dict(json.loads(path.read_text()))
+        # A hand-edited or truncated tree file must name itself: the JSON parser's and the
+        # validator's messages alone say neither which file nor that it is the tree.
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not a taxonomy JSON file ({err})") from None
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path}: expected a JSON object with keys ranks, class_maps, parents, got {type(data).__name__}")
+        try:
+            return cls.from_json_dict(data)
+        except (ValueError, TypeError, AttributeError, KeyError) as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TaxonomyTree):
