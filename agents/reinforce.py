@@ -306,6 +306,15 @@ class Reinforce(BaseAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "policy.optimizer"], []
 
+    def restart_episodes(self, seed: int) -> None:
+        """Start every env on a fresh episode from ``seed`` and drop the unfinished ones, whose
+        first steps would otherwise be glued to the new episodes' (checkpoints do this
+        between collections, so that a resumed run replays the same steps)."""
+        self.env.seed(seed)
+        self._last_obs = self.env.reset()
+        self._last_episode_starts = np.ones((self.env.num_envs,), dtype=bool)
+        self._pending = None
+
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_pending"]
 

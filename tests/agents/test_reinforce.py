@@ -23,6 +23,7 @@ from agents.reinforce import (
     temperature_at,
 )
 from policies.gnn import GNNEdgePolicy
+from train.checkpointing import restart_episodes
 
 ENV_KWARGS = {"grid_size": 5}
 
@@ -110,3 +111,24 @@ def test_save_load_predict(tmp_path: Path) -> None:
     obs = model.env.reset()
     single = {k: v[0] for k, v in obs.items()}
     assert np.array_equal(model.predict(single, deterministic=True)[0], loaded.predict(single, deterministic=True)[0])
+
+
+
+def test_restart_episodes_drops_unfinished_episodes() -> None:
+    """A checkpoint restarts every env between collections: the unfinished multi-step
+    episodes are dropped, so no episode glues old steps to the restarted ones."""
+    venv = make_vec_env("AnisotropicAMG-v0", n_envs=2, seed=0, env_kwargs={"grid_size": 12, "mode": "multilevel"})
+    model = Reinforce(GNNEdgePolicy, venv, episodes_per_update=2, minibatch_size=2, seed=0,
+                      policy_kwargs={"k": 2, "hidden_dim": 8})
+    model.learn(4)  # sets up the logger and the collection state
+    model._pending = [[("stale step", None, 0.0)], [("stale step", None, 0.0)]]  # half-done episodes (2 levels each)
+    restart_episodes(model, 7)  # what the checkpoint callback calls
+    assert model._pending is None
+    venv.seed(7)
+    fresh = venv.reset()
+    assert all(np.array_equal(model._last_obs[k], fresh[k]) for k in fresh)
+    callback = _Counter()
+    callback.init_callback(model)
+    episodes = model._collect_free(callback, 2)
+    assert episodes is not None and [len(e) for e in episodes] == [2, 2]
+    assert all(not isinstance(obs, str) for episode in episodes for obs, _, _ in episode)
