@@ -23,7 +23,7 @@ from rliable import library, metrics
 
 from rewards.choices import parse_choice
 
-__all__ = ["Aggregate", "IntervalEstimate", "interval_estimates", "normalise_scores"]
+__all__ = ["Aggregate", "IntervalEstimate", "interval_estimates", "normalise_scores", "probability_of_improvement"]
 
 
 class Aggregate(str, Enum):
@@ -131,3 +131,17 @@ def normalise_scores(
             f" random score {low[i]:g}; drop that env or add an agent that beats random"
         )
     return {name: (np.asarray(s, dtype=np.float64) - low) / (high - low) for name, s in scores.items()}
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """P(X > Y) averaged over tasks, the value of ``rliable.metrics.probability_of_improvement``
+    (its Mann-Whitney U / (n_x n_y) per task: wins + half the ties over all run pairs).
+
+    Computed for all tasks at once with NumPy instead of one ``scipy.stats.mannwhitneyu``
+    call per task: rliable's bootstrap calls the statistic once per replication, and at its
+    50,000 replications scipy's per-call overhead made one pair of agents take ~2 minutes.
+    """
+    x = np.asarray(scores_x, dtype=float)[:, None, :]  # (n_x, 1, tasks)
+    y = np.asarray(scores_y, dtype=float)[None, :, :]  # (1, n_y, tasks)
+    per_task = (x > y).mean(axis=(0, 1)) + 0.5 * (x == y).mean(axis=(0, 1))  # (tasks,)
+    return float(per_task.mean())

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 import envs
+from benchmarks.aggregate import probability_of_improvement
 from benchmarks.reference_scores import ReferenceScore, load_reference_scores
 from train.config import UsageError
 
@@ -270,7 +271,19 @@ def normalised(scores: Sequence[EnvScores], references: dict[str, ReferenceScore
     return {row: np.stack(columns, axis=1) for row, columns in table.items()}
 
 
-def _aggregates(norm: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, dict[str, float]]:
+PROFILE_REPS = 2000
+"""Bootstrap replications of the performance profiles' bands: rliable's default for
+``create_performance_profile`` (its interval estimates default to 50,000)."""
+IMPROVEMENT_ROWS = ("best baseline", "random", "reference")
+"""P(RL > row) is reported and drawn for these rows."""
+
+Improvement = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+"""rliable's (point estimates, intervals) of P(RL > row), keyed ``"RL,row"``."""
+
+
+def _aggregates(norm: dict[str, np.ndarray], reps: int, seed: int) -> tuple[dict[str, dict[str, float]], Improvement]:
+    """IQM and optimality gap per row, and P(RL > row), with ``reps``-replication
+    stratified-bootstrap CIs (rliable); the probabilities are returned for the figure too."""
     from rliable import library, metrics
 
     def iqm_and_gap(x: np.ndarray) -> np.ndarray:
@@ -280,8 +293,8 @@ def _aggregates(norm: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, 
     np.random.seed(seed)
     try:
         points, intervals = library.get_interval_estimates(norm, iqm_and_gap, reps=reps)
-        pairs = {f"RL,{row}": (norm["RL"], norm[row]) for row in ("best baseline", "random")}
-        p_points, p_intervals = library.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps)
+        pairs = {f"RL,{row}": (norm["RL"], norm[row]) for row in IMPROVEMENT_ROWS}
+        p_points, p_intervals = library.get_interval_estimates(pairs, probability_of_improvement, reps=reps)
     finally:
         np.random.set_state(state)
     out = {
@@ -294,24 +307,25 @@ def _aggregates(norm: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, 
             "p": float(np.squeeze(p_points[pair])), "low": float(p_intervals[pair][0].item()),
             "high": float(p_intervals[pair][1].item()),
         }
-    return {k: {m: float(v) for m, v in d.items()} for k, d in out.items()}
+    return {k: {m: float(v) for m, v in d.items()} for k, d in out.items()}, (p_points, p_intervals)
 
 
-def _figures(norm: dict[str, np.ndarray], figures: Path, stem: str, reps: int, seed: int) -> list[Path]:
+def _figures(norm: dict[str, np.ndarray], improvement: Improvement, figures: Path, stem: str, reps: int,
+             seed: int) -> list[Path]:
+    """Performance profiles (bands from ``min(reps, PROFILE_REPS)`` replications) and the
+    probability-of-improvement plot of :func:`_aggregates`' estimates."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from rliable import library, metrics, plot_utils
+    from rliable import library, plot_utils
 
     figures.mkdir(parents=True, exist_ok=True)
     thresholds = np.linspace(-0.5, 1.5, 81)
     state = np.random.get_state()
     np.random.seed(seed)
     try:
-        profiles, profile_cis = library.create_performance_profile(norm, thresholds, reps=reps)
-        pairs = {f"RL,{row}": (norm["RL"], norm[row]) for row in ("best baseline", "random", "reference")}
-        p_points, p_intervals = library.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps)
+        profiles, profile_cis = library.create_performance_profile(norm, thresholds, reps=min(reps, PROFILE_REPS))
     finally:
         np.random.set_state(state)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -322,7 +336,7 @@ def _figures(norm: dict[str, np.ndarray], figures: Path, stem: str, reps: int, s
     fig.tight_layout()
     fig.savefig(paths[0], dpi=120)
     plt.close(fig)
-    axes = plot_utils.plot_probability_of_improvement(p_points, p_intervals, figsize=(7, 3))
+    axes = plot_utils.plot_probability_of_improvement(*improvement, figsize=(7, 3))
     paths.append(figures / f"{stem}_probability_of_improvement.png")
     axes.figure.savefig(paths[1], dpi=120, bbox_inches="tight")
     plt.close(axes.figure)
@@ -392,8 +406,8 @@ def suite_report(jobs: Sequence[SuiteJob], header: dict[str, Any], results_dir: 
     """Collect, normalise, aggregate, draw and publish; returns what was computed."""
     scores = collect(jobs)
     norm = normalised(scores, load_reference_scores())
-    aggregates = _aggregates(norm, reps, seed)
-    paths = _figures(norm, figures, stem, reps, seed)
+    aggregates, improvement = _aggregates(norm, reps, seed)
+    paths = _figures(norm, improvement, figures, stem, reps, seed)
     publish(markdown(scores, norm, aggregates, paths, header, results_dir), results_file)
     return {"normalised": {k: v.tolist() for k, v in norm.items()}, "aggregates": aggregates,
             "figures": [str(p) for p in paths], "envs": [s.env_id for s in scores]}

@@ -83,3 +83,17 @@ def test_normalisation_maps_reference_scores_to_zero_and_one() -> None:
 def test_the_docstring_lists_every_aggregate() -> None:
     for member in Aggregate:
         assert f"``{member.value}``" in Aggregate.__doc__
+
+
+def test_probability_of_improvement_is_rliables_value() -> None:
+    """The vectorised statistic equals rliable's Mann-Whitney one, ties and identical runs included."""
+    from benchmarks.aggregate import probability_of_improvement
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        x = rng.integers(0, 4, size=(3, 5)).astype(float)  # small integers: many ties
+        y = rng.integers(0, 4, size=(4, 5)).astype(float)
+        if trial == 0:
+            y = x.copy()  # identical runs on every task: 0.5
+        assert probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y), abs=1e-12)
+    assert probability_of_improvement(np.ones((2, 3)), np.zeros((2, 3))) == 1.0
