@@ -33,6 +33,7 @@ __all__ = [
     "EnvWrapper",
     "EpisodeRecord",
     "EvalContext",
+    "ReferencePlayer",
     "evaluate",
     "play",
     "run_episode",
@@ -150,6 +151,21 @@ def _play_reference(
             env.close()
 
 
+@dataclass(frozen=True)
+class ReferencePlayer:
+    """One of an env's reference agents played *as* the agent under test (so the benchmark
+    harness can score it over seeds with CIs like any agent). It is built on the evaluation
+    env it plays, ``factory(env, None, seed)``, because reference agents read the env (the
+    oracle's tables, a probe fitted on the train split); pass it to :func:`evaluate` as
+    the agent."""
+
+    reference: ReferenceAgent
+
+    def bind(self, env: gym.Env, seed: int) -> Agent:
+        factory = import_target(self.reference.factory, f"reference agent {self.reference.name!r}")
+        return factory(env, None, seed)
+
+
 def _evaluate_once(
     agent: Agent, row: EnvEntry, env_kwargs: dict[str, Any], wrapper: EnvWrapper | None, n_episodes: int, seed: int
 ) -> dict[str, Any]:
@@ -160,6 +176,8 @@ def _evaluate_once(
     if wrapper is not None:
         env = wrapper(env)
     try:
+        if isinstance(agent, ReferencePlayer):
+            agent = agent.bind(env, seed)
         episodes = tuple(schedule_episodes(protocol.schedule, n_episodes, _n_cases(env), seed))
         if protocol.warm_up:  # keep one-off costs (lazy init, JIT) out of policy_seconds
             agent.predict(env.reset(seed=seed)[0], deterministic=True)

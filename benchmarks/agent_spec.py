@@ -6,6 +6,9 @@ An agent spec is one of::
     baseline:ClassName                  a class of agents.baselines, built with the env's
                                         action space and/or the seed if it takes them
     baseline:ClassName:key=value,...    ... and these constructor arguments (YAML values)
+    reference:NAME                      the env's reference agent NAME (a key of eval.json's
+                                        "baselines", e.g. oracle, needle_path, lesion_probe),
+                                        built on the env it plays; runs on the envs that have it
     package.module:factory              your own agent: a callable returning an object with
                                         SB3's ``predict``; called with those of ``action_space``,
                                         ``seed``, ``env_id`` and ``device`` it takes by name
@@ -13,10 +16,12 @@ An agent spec is one of::
     runs/ppo/Hydrogel-v0_1/checkpoints/model_5000_steps.zip   one saved model of a run
 
 Any spec may be prefixed ``LABEL=`` to name the agent in tables and plots (default:
-``random``, the class name, or the run's algorithm). A trained model is evaluated on
-the env it was trained on only, with its run's ``env_wrapper`` and ``env_kwargs``
-merged with ``eval_env_kwargs``; ``random``, baselines and factories run on every env. Agents
-sharing a label across envs form one row of the aggregate.
+``random``, the class name, the reference's name, or the run's algorithm). A trained model
+is evaluated on the env it was trained on only, with its run's ``env_wrapper`` and
+``env_kwargs`` merged with ``eval_env_kwargs``; a reference agent on the envs whose row
+lists it; ``random``, baselines and factories run on every env. Agents sharing a label
+across envs form one row of the aggregate (e.g. ``best=reference:oracle`` and
+``best=reference:lesion_probe`` with ``--env Hydrogel-v0 --env Prostate-v0``).
 """
 
 from __future__ import annotations
@@ -34,13 +39,16 @@ import gymnasium as gym
 import yaml
 
 import agents.baselines
-from agents.evaluation import Agent
+import envs
+from agents.evaluation import Agent, ReferencePlayer
+from envs.spec import ReferenceAgent
 from train.algorithms import algorithm_spec
 from train.config import RunConfig, UsageError
 
 __all__ = ["AgentKind", "AgentSpec", "baseline_names", "build_agent", "parse_agent_spec", "valid_specs"]
 
 BASELINE_PREFIX = "baseline:"
+REFERENCE_PREFIX = "reference:"
 
 
 class AgentKind(str, Enum):
@@ -50,6 +58,7 @@ class AgentKind(str, Enum):
     BASELINE = "baseline"
     MODEL = "model"
     FACTORY = "factory"
+    REFERENCE = "reference"
 
 
 @dataclass(frozen=True)
@@ -71,9 +80,14 @@ class AgentSpec:
     """The run's config.yml (kind MODEL)."""
     factory: str | None = None
     """``package.module:callable`` (kind FACTORY)."""
+    reference: str | None = None
+    """Name of an env's reference agent (kind REFERENCE)."""
 
-    def env_kwargs(self) -> dict[str, Any]:
-        """Env kwargs the agent needs (a model's training kwargs with its eval overrides)."""
+    def env_kwargs(self, env_id: str | None = None) -> dict[str, Any]:
+        """Env kwargs the agent needs on ``env_id`` (a model's training kwargs with its eval
+        overrides; a reference agent's own env kwargs)."""
+        if self.kind is AgentKind.REFERENCE and env_id is not None:
+            return dict(_reference(env_id, self.reference).env_kwargs or {})
         if self.run_config is None:
             return {}
         return {**self.run_config.env_kwargs, **self.run_config.eval_env_kwargs}
@@ -83,8 +97,23 @@ class AgentSpec:
         return () if self.run_config is None else self.run_config.env_wrapper
 
     def runs_on(self, env_id: str) -> bool:
-        """A model runs only on the env it was trained on; the others on any env."""
+        """A model runs only on the env it was trained on, a reference agent on the envs
+        that list it; the others on any env."""
+        if self.kind is AgentKind.REFERENCE:
+            return _reference(env_id, self.reference) is not None
         return self.run_config is None or self.run_config.env_id == env_id
+
+
+def _reference(env_id: str, name: str | None) -> ReferenceAgent | None:
+    """The reference agent ``name`` of ``env_id``'s row, or None."""
+    if env_id not in envs.ENTRIES:
+        return None
+    return next((r for r in envs.entry(env_id).reference_agents if r.name == name), None)
+
+
+def reference_names() -> list[str]:
+    """Every reference agent name of every registered ScienceGym id."""
+    return sorted({r.name for env_id in envs.ENV_IDS for r in envs.entry(env_id).reference_agents})
 
 
 def baseline_names() -> list[str]:
@@ -96,6 +125,7 @@ def valid_specs() -> str:
     """One line listing what ``--agent`` accepts (for error messages)."""
     return (
         f"random, baseline:NAME[:key=value,...] with NAME one of {', '.join(baseline_names())},"
+        f" reference:NAME with NAME one of {', '.join(reference_names())},"
         " package.module:factory (your own agent), a run dir or model .zip written by python -m train;"
         " prefix LABEL= to name it"
     )
@@ -197,6 +227,11 @@ def parse_agent_spec(text: str) -> AgentSpec:
         kwargs = _parse_kwargs(kwargs_text, text)
         _check_baseline_arguments(name, kwargs, text)
         return AgentSpec(text, label or name, AgentKind.BASELINE, baseline=name, baseline_kwargs=kwargs)
+    if body.startswith(REFERENCE_PREFIX):
+        name = body[len(REFERENCE_PREFIX):]
+        if name not in reference_names():
+            raise UsageError(f"unknown reference agent {name!r} in agent {text!r}; choose one of: {', '.join(reference_names())}")
+        return AgentSpec(text, label or name, AgentKind.REFERENCE, reference=name)
     path = Path(body)
     if not path.exists() and _FACTORY.match(body):
         _load_factory(body, text)
@@ -245,5 +280,7 @@ def build_agent(spec: AgentSpec, action_space: gym.Space, seed: int, device: str
         return _build_from_factory(spec, env_id, action_space, seed, device)
     if spec.kind is AgentKind.BASELINE:
         return _build_baseline(spec, action_space, seed)
+    if spec.kind is AgentKind.REFERENCE:
+        return ReferencePlayer(_reference(env_id, spec.reference))  # built on its env by evaluate()
     algo_class = algorithm_spec(spec.run_config.algo).load_class()
     return algo_class.load(spec.model_path, device=device)

@@ -93,6 +93,11 @@ def plan_runs(
             raise UsageError(
                 f"agent {spec.text!r} was trained on {spec.run_config.env_id}, which is not among --env {' '.join(env_ids)}"
             )
+    for spec in specs:
+        if spec.kind is AgentKind.REFERENCE and not any(spec.runs_on(e) for e in env_ids):
+            owners = [e for e in expand_env_ids(["all"]) if spec.runs_on(e)]
+            raise UsageError(f"agent {spec.label!r} has nothing to run on {', '.join(env_ids)}: reference agent"
+                             f" {spec.reference!r} belongs to {', '.join(owners)}")
     if len(env_ids) > 1 and not any(spec.kind is AgentKind.RANDOM for spec in specs):
         raise UsageError("several envs are normalised by the random agent's score; add --agent random")
     runs: list[AgentRun] = []
@@ -106,7 +111,7 @@ def plan_runs(
                     f"two agents named {spec.label!r} on {env_id}; name them apart with LABEL=SPEC"
                     f" (e.g. {spec.label}2={spec.text})"
                 )
-            kwargs = {**spec.env_kwargs(), **env_kwargs.get(env_id, {})}
+            kwargs = {**spec.env_kwargs(env_id), **env_kwargs.get(env_id, {})}
             runs.append(AgentRun(spec.label, env_id, spec, kwargs, spec.env_wrapper()))
     for label in dict.fromkeys(r.label for r in runs):
         missing = [e for e in env_ids if not any(r.label == label and r.env_id == e for r in runs)]
@@ -159,7 +164,7 @@ def play_runs(runs: list[AgentRun], seeds: list[int], episodes: int, device: str
     with tqdm(total=len(runs) * len(seeds), desc="evaluate", unit="eval") as progress:
         for run in runs:
             model: Agent | None = None
-            space = None if run.spec.kind is AgentKind.MODEL else _action_space(run)
+            space = None if run.spec.kind in (AgentKind.MODEL, AgentKind.REFERENCE) else _action_space(run)
             for seed in seeds:
                 progress.set_postfix_str(f"{run.env_id} {run.label} seed {seed}")
                 if run.spec.kind is AgentKind.MODEL:  # deterministic: load once, play every seed
@@ -206,7 +211,9 @@ def fixed_normalisation(env_ids: list[str], runs: list[AgentRun], metric: str) -
         return None, f"reference scores are for mean_reward, not {metric}"
     if missing:
         return None, f"no reference scores for {', '.join(missing)} (python -m benchmarks references)"
-    if any(r.env_kwargs for r in runs):
+    # a reference agent's own env kwargs are those its reference score was computed with
+    if any(r.env_kwargs and not (r.spec.kind is AgentKind.REFERENCE and r.env_kwargs == r.spec.env_kwargs(r.env_id))
+           for r in runs):
         return None, "reference scores hold for default env kwargs only"
     chosen = [references[e] for e in env_ids]
     return Normalisation(

@@ -199,3 +199,32 @@ def test_env_all_means_every_registered_id() -> None:
     assert env_ids == list(envs.ENV_IDS) and len(env_ids) == 6
     runs = plan_runs(env_ids, [parse_agent_spec("random")], {})
     assert [r.env_id for r in runs] == env_ids
+
+
+def test_reference_agents_are_benchmarked_like_any_agent(tmp_path: Path) -> None:
+    """``reference:NAME`` plays the env's own reference agent (built on the env it plays) and
+    scores what eval.json's ``baselines`` reports for it; one label may name a different
+    reference per env, so "best baseline" is one row of a cross-env aggregate."""
+    out = tmp_path / "bench"
+    argv = ["evaluate", "--env", "Hydrogel-v0", "--env", "HydrogelSearch-v0", "--agent", "random",
+            "--agent", "best=reference:population_best_polymer", "--agent", "oracle=reference:oracle",
+            "--seeds", "0", "--episodes", "3", "--reps", "200",
+            "--env-kwargs", "n_synthetic=20", "HydrogelSearch-v0.horizon=2", "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    for env_id in ("Hydrogel-v0", "HydrogelSearch-v0"):
+        results = data["results"][env_id]
+        played = results["best"][0]["seeds"]["0"]
+        reported = results["random"][0]["seeds"]["0"]["baselines"]["population_best_polymer"]
+        assert played["mean_reward"] == pytest.approx(reported["mean_reward"])
+        assert results["oracle"][0]["seeds"]["0"]["mean_regret"] == pytest.approx(0.0, abs=1e-6)  # float32 scores
+        assert played["mean_reward"] > results["random"][0]["seeds"]["0"]["mean_reward"]
+
+
+def test_a_reference_agent_runs_only_where_its_env_lists_it(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert main(["evaluate", "--env", "Hydrogel-v0", "--agent", "random", "--agent", "reference:needle_path",
+                 "--out", str(tmp_path)]) == 2
+    assert "agent 'needle_path' has nothing to run on Hydrogel-v0" in capsys.readouterr().err
+    assert main(["evaluate", "--env", "Hydrogel-v0", "--agent", "reference:nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown reference agent 'nope'" in err and "needle_path" in err and "oracle" in err
