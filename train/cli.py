@@ -81,7 +81,12 @@ def _run(args: argparse.Namespace) -> dict:
     run_dir = args.run_dir or new_run_dir(args.runs_root, args.algo, args.env_id)
     if args.run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-    return train_run(config, run_dir, command=args.command_line)
+    try:
+        return train_run(config, run_dir, command=args.command_line)
+    except UsageError:
+        if args.run_dir is None and not any(run_dir.iterdir()):  # the numbered dir we made for a rejected run
+            run_dir.rmdir()
+        raise
 
 
 def _pretrain(args: argparse.Namespace, overrides: dict) -> dict:

@@ -121,3 +121,9 @@ def test_a_rejected_run_writes_no_config(tmp_path: Path) -> None:
     argv = ["ppo", "--env", "Prostate-v0", "--run-dir", str(run_dir), "--hyperparams", "env_kwargs.data_dir=/nonexistent"]
     assert main(argv) == 2
     assert not (run_dir / "config.yml").exists()  # --resume finds nothing to continue
+
+
+def test_a_rejected_run_leaves_no_numbered_run_dir(tmp_path: Path) -> None:
+    argv = ["ppo", "--env", "Prostate-v0", "--runs-root", str(tmp_path), "--hyperparams", "env_kwargs.data_dir=/nonexistent"]
+    assert main(argv) == 2
+    assert list((tmp_path / "ppo").iterdir()) == []  # Prostate-v0_1 was made for the run, then removed
