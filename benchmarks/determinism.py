@@ -47,7 +47,7 @@ TINY_DECODER: dict[str, Any] = {"epochs": 1, "transformer_depth": 1, "mlp_dim": 
                                 "val_repeats": 1, "batch_size": 8}
 TAXONOMY_KWARGS: dict[str, Any] = {"synthetic": {"n_samples": 240, "min_species_count": 0, "seed": 1}}
 TINY_PHASE1: dict[str, Any] = {"epochs": 1, "channels": [4, 8]}
-_HYDROGEL = {"env_kwargs": {"n_synthetic": 20}, "policy_kwargs": {"net_arch": [16]}}
+_HYDROGEL = {"env_kwargs": {"n_synthetic": 20}, "eval_env_kwargs": {"n_synthetic": 20}, "policy_kwargs": {"net_arch": [16]}}
 _SEARCH = {"env_kwargs": {"n_synthetic": 20, "horizon": 3}, "policy_kwargs": {"net_arch": [16]}}
 _AMG = {"env_kwargs": {"grid_size": 8}, "eval_env_kwargs": {"grid_size": 8}}
 _PROSTATE = {"env_kwargs": PROSTATE_KWARGS}

@@ -42,7 +42,7 @@ RESERVED_KEYS: dict[str, str] = {
     "env_wrapper": "'module:Class' (or a list of them) applied to every env, innermost first"
     " (with vec_env 'torch': to the evaluation env only, the torch VecEnv being already SB3-facing)",
     "env_kwargs": "mapping passed to gym.make for training envs",
-    "eval_env_kwargs": "mapping merged over env_kwargs for the final evaluation",
+    "eval_env_kwargs": "mapping merged over env_kwargs for the final evaluation (null: back to the env's default)",
     "checkpoint_freq": "env steps between checkpoints",
     "eval_episodes": "episodes of the final evaluation (default 20; --eval-episodes wins)",
     "callbacks": "list of 'module:Class' SB3 callbacks, each built with no arguments",
@@ -103,6 +103,11 @@ class RunConfig:
         if self.vec_env not in VEC_ENV_KINDS:
             raise UsageError(f"vec_env must be one of {', '.join(VEC_ENV_KINDS)}; got {self.vec_env!r}")
 
+    @property
+    def evaluation_env_kwargs(self) -> dict[str, Any]:
+        """The kwargs of the final evaluation env (:func:`evaluation_kwargs`)."""
+        return evaluation_kwargs(self.env_kwargs, self.eval_env_kwargs)
+
     def to_yaml_dict(self) -> dict[str, Any]:
         """Plain data for ``config.yml`` (tuples become lists)."""
         data = asdict(self)
@@ -117,6 +122,15 @@ class RunConfig:
         data["env_wrapper"] = tuple(data.get("env_wrapper", ()))
         data["callbacks"] = tuple(data.get("callbacks", ()))
         return cls(**data)
+
+
+def evaluation_kwargs(env_kwargs: Mapping[str, Any], eval_env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` updated by ``eval_env_kwargs``, where a ``None`` (YAML ``null``) in
+    ``eval_env_kwargs`` removes the key: the evaluation env then uses the env's default, so
+    a run that trains on a custom cohort is scored on exactly the default test split (and a
+    benchmark sees the default kwargs, not a restatement of them)."""
+    merged = {**env_kwargs, **eval_env_kwargs}
+    return {k: v for k, v in merged.items() if not (k in eval_env_kwargs and eval_env_kwargs[k] is None)}
 
 
 def load_hyperparams(algo: str, env_id: str, required: bool = True) -> dict[str, Any]:

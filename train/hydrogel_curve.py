@@ -37,6 +37,7 @@ from envs.hydrogel.library import POLYMERS  # noqa: E402
 from envs.hydrogel.problem import DesignProblem  # noqa: E402
 from envs.hydrogel.vector import HydrogelBatch  # noqa: E402
 from envs.hydrogel.wrappers import COVERAGE_SLOT, FORMULATION_SLOTS, POLYMER_SLOT  # noqa: E402
+from train.config import evaluation_kwargs  # noqa: E402
 
 __all__ = ["COLUMNS", "HydrogelCurveCallback", "score_test_patients"]
 
@@ -112,7 +113,7 @@ class HydrogelCurveCallback(BaseCallback):
         config_path = self.run_dir / "config.yml"
         if config_path.is_file():  # a python -m train run: score the patients its eval.json will
             run = yaml.safe_load(config_path.read_text())
-            kwargs = {**kwargs, **(run.get("env_kwargs") or {}), **(run.get("eval_env_kwargs") or {})}
+            kwargs = evaluation_kwargs({**kwargs, **(run.get("env_kwargs") or {})}, run.get("eval_env_kwargs") or {})
             kwargs.pop("split", None)
         self.test_problem = DesignProblem(split=self.test_split, **kwargs)
         self.csv_path = self.run_dir / "stage2_curve.csv"

@@ -86,7 +86,7 @@ def find_patient(run: RunConfig, patient_id: str, device: str) -> tuple[DesignPr
     """The problem of the split holding ``patient_id`` and its index: in the cohort the run
     evaluated on (``env_kwargs`` updated by ``eval_env_kwargs``), then the one it trained on."""
     known: list[str] = []
-    for settings in ({**run.env_kwargs, **run.eval_env_kwargs, "compute_regret": True}, dict(run.env_kwargs)):
+    for settings in ({**run.evaluation_env_kwargs, "compute_regret": True}, dict(run.env_kwargs)):
         kwargs = {k: v for k, v in settings.items() if k not in ("split", "horizon", "device")}
         cohort = {k: kwargs[k] for k in ("n_synthetic", "synthetic_seed") if k in kwargs}
         for split in Split:

@@ -159,7 +159,7 @@ def _finish(
 ) -> RunResult:
     """Evaluate on the test split, write eval.json and the learning curve."""
     model.get_env().close()
-    eval_kwargs = {**config.env_kwargs, **config.eval_env_kwargs}
+    eval_kwargs = config.evaluation_env_kwargs
     print(f"evaluating on {config.eval_episodes} test episodes ...", flush=True)
     result = evaluate(
         model,

@@ -22,7 +22,8 @@ def _train_tiny(path: Path, seed: int) -> Path:
     argv = [
         "ppo", "--env", "Hydrogel-v0", "--total-timesteps", "256", "--n-envs", "4", "--eval-episodes", "1",
         "--seed", str(seed), "--hyperparams", "n_steps=32", "batch_size=64", "n_epochs=1",
-        "env_kwargs.n_synthetic=20", "policy_kwargs.net_arch=[16,16]", "--run-dir", str(path),
+        "env_kwargs.n_synthetic=20", "eval_env_kwargs.n_synthetic=20",  # scored on its own 20-patient cohort
+        "policy_kwargs.net_arch=[16,16]", "--run-dir", str(path),
     ]
     assert train_main(argv) == 0
     return path

@@ -13,7 +13,7 @@ import yaml
 
 from train.checkpointing import latest_checkpoint
 from train.cli import main
-from train.config import UsageError, parse_overrides, resolve_config
+from train.config import UsageError, evaluation_kwargs, parse_overrides, resolve_config
 
 TINY = [
     "--n-envs", "4", "--total-timesteps", "384", "--eval-episodes", "3",
@@ -36,7 +36,8 @@ def test_a_short_run_writes_a_complete_run_dir(tmp_path: Path) -> None:
     # the command that made the run, also when main() is called from Python (e.g. the benchmark suite)
     assert result["command"] == shlex.join(["python", "-m", "train", "ppo", "--env", "Hydrogel-v0", "--run-dir", str(run_dir), *TINY])
     config = yaml.safe_load((run_dir / "config.yml").read_text())
-    assert config["algo_kwargs"]["n_steps"] == 32 and config["env_kwargs"] == {"n_synthetic": 20}
+    assert config["algo_kwargs"]["n_steps"] == 32  # the override over ppo.yml's training pool, the rest kept:
+    assert config["env_kwargs"] == {"n_synthetic": 20, "synthetic_seed": 1, "compute_regret": False}
     assert latest_checkpoint(run_dir / "checkpoints").timesteps == 384
 
 
@@ -92,7 +93,13 @@ def test_precedence_defaults_then_config_then_flags_then_overrides(tmp_path: Pat
     assert config.algo_kwargs["learning_rate"] == 2e-4  # --hyperparams beats everything
     assert config.algo_kwargs["batch_size"] == 128  # --config beats ppo.yml
     assert config.algo_kwargs["n_epochs"] == 10  # ppo.yml default survives
-    assert config.env_kwargs == {"cohort": "real"}
+    assert config.env_kwargs == {"cohort": "real", "n_synthetic": 2000, "synthetic_seed": 1, "compute_regret": False}
+    assert config.evaluation_env_kwargs == {"cohort": "real"}  # ppo.yml's nulls: the env's defaults again
+
+
+def test_null_in_eval_env_kwargs_restores_the_env_default() -> None:
+    assert evaluation_kwargs({"a": 1, "b": 2}, {"a": None, "c": 3}) == {"b": 2, "c": 3}
+    assert evaluation_kwargs({"a": None}, {}) == {"a": None}  # only eval_env_kwargs' nulls unset a key
 
 
 def test_override_parsing_reads_yaml_values() -> None:
