@@ -90,7 +90,7 @@ class AgentSpec:
             return dict(_reference(env_id, self.reference).env_kwargs or {})
         if self.run_config is None:
             return {}
-        return {**self.run_config.env_kwargs, **self.run_config.eval_env_kwargs}
+        return self.run_config.evaluation_env_kwargs
 
     def env_wrapper(self) -> tuple[str, ...]:
         """``module:Class`` wrappers the agent's observations and actions go through."""
