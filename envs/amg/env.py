@@ -19,6 +19,7 @@ from envs.amg.graph import (
     grid_graph,
     level_graph,
     observation,
+    operator_edge_features,
     strength_matrix,
 )
 from envs.amg.problems import Problem, ProblemFamily, right_hand_side, split_problems
@@ -48,6 +49,8 @@ EDGE_CAPACITY_FACTOR = 2
 """Multi-level mode pads every level's edge list to this many times the finest level's
 edges (coarse SA operators are denser; measured at 32 x 32: <= 0.3 x E for 4 edges per
 row, 1.05 x E for 1 random edge per row)."""
+OPERATOR_FEATURE_CACHE_BYTES = 64 * 2**20
+"""Memory for the per-case operator edge features (about 250 cases at 32 x 32, 16 at 128 x 128)."""
 
 
 class EpisodeMode(str, Enum):
@@ -203,6 +206,10 @@ class AnisotropicAMGEnv(gym.Env):
         self.split = parse_split(split)
         self.problems: list[Problem] = split_problems(self.split, self.grid_size, self.problem_seed, self.problem_family)
         self.graph: GridGraph = grid_graph(self.grid_size)
+        self._operator_features: dict[int, np.ndarray] = {}
+        """Per case, the fine operator's edge features that do not depend on the random
+        vectors (:func:`envs.amg.graph.operator_edge_features`), at most
+        :data:`OPERATOR_FEATURE_CACHE_BYTES` of them."""
         n_nodes = self.graph.n_nodes
         multilevel = self.mode is EpisodeMode.MULTILEVEL
         self.edge_capacity = self.graph.n_edges * (EDGE_CAPACITY_FACTOR if multilevel else 1)
@@ -264,8 +271,19 @@ class AnisotropicAMGEnv(gym.Env):
             self._coordinates = grid_coordinates(self.grid_size)
         return self._observe(problem.matrix()), {"case": case, **problem.describe()}
 
+    def _fine_operator_features(self, matrix: sp.spmatrix) -> np.ndarray:
+        """The current case's :func:`operator_edge_features`, computed once per case."""
+        cached = self._operator_features.get(self._case)
+        if cached is None:
+            cached = operator_edge_features(matrix, self.graph)
+            if (len(self._operator_features) + 1) * cached.nbytes <= OPERATOR_FEATURE_CACHE_BYTES:
+                self._operator_features[self._case] = cached
+        return cached
+
     def _observe(self, matrix: sp.spmatrix) -> dict[str, np.ndarray]:
-        obs = observation(matrix, self._level_graph, self.n_smoothed_vectors, self.np_random)
+        fine = self._level_graph is self.graph
+        operator = self._fine_operator_features(matrix) if fine else None
+        obs = observation(matrix, self._level_graph, self.n_smoothed_vectors, self.np_random, operator)
         if self.mode is EpisodeMode.FINEST:
             self._last_observation = obs
             return obs

@@ -27,6 +27,7 @@ __all__ = [
     "LevelGraph",
     "coarse_coordinates",
     "edge_features",
+    "operator_edge_features",
     "edge_values",
     "grid_graph",
     "level_graph",
@@ -246,8 +247,14 @@ def principal_directions(tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return mean - radius, mean + radius, np.stack([np.cos(angle), np.sin(angle)], axis=1)
 
 
-def edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph, vectors: np.ndarray) -> np.ndarray:
-    """(E, len(EDGE_FEATURE_NAMES)) float32, in the order of :data:`EDGE_FEATURE_NAMES`."""
+DISTANCE_COLUMN = 5
+"""The one column of :func:`edge_features` that depends on the smoothed random vectors."""
+
+
+def operator_edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph) -> np.ndarray:
+    """(E, Fe) float32: every column of :func:`edge_features` that depends on the operator
+    only, the ``distance`` column zero. A fixed problem's are the same at every reset, so the
+    env computes them once per case."""
     a = edge_values(matrix, graph)  # (E,)
     diagonal_all = matrix.diagonal()  # (N,)
     diagonal = diagonal_all[graph.rows]  # (E,)
@@ -257,27 +264,38 @@ def edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph, vectors: 
     direction = graph.offsets / length[:, None]  # (E, 2)
     cos_2phi = direction[:, 0] ** 2 - direction[:, 1] ** 2  # (E,)
     sin_2phi = 2.0 * direction[:, 0] * direction[:, 1]  # (E,)
-    distance = np.mean((vectors[graph.rows] - vectors[graph.cols]) ** 2, axis=1)  # (E,)
-    distance = distance / np.maximum(_row_max(distance, graph), 1e-300)  # (E,)
     smallest, largest, strong = principal_directions(row_diffusion_tensors(-a / diagonal, graph))  # (N,), (N,), (N, 2)
     alignment = np.abs(np.einsum("ed,ed->e", direction, strong[graph.rows]))  # (E,)
     top = np.maximum(np.abs(largest), 1e-300)  # (N,)
     anisotropy = np.clip(1.0 - smallest / top, 0.0, 1.0)[graph.rows]  # (E,)
     features = np.stack(
-        [a / row_scale, -a / geometric_diagonal, cos_2phi, sin_2phi, (np.abs(cos_2phi) < np.sqrt(0.5)).astype(float), distance,
-         np.minimum(alignment, 1.0), anisotropy],
+        [a / row_scale, -a / geometric_diagonal, cos_2phi, sin_2phi, (np.abs(cos_2phi) < np.sqrt(0.5)).astype(float),
+         np.zeros_like(a), np.minimum(alignment, 1.0), anisotropy],
         axis=1,
     )  # (E, Fe)
     return features.astype(np.float32)
 
 
-def observation(matrix: sp.csr_array, graph: GridGraph | LevelGraph, n_vectors: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The env's Dict observation for one operator; the smoothed vectors come from ``rng``."""
+def edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph, vectors: np.ndarray,
+                  operator_features: np.ndarray | None = None) -> np.ndarray:
+    """(E, len(EDGE_FEATURE_NAMES)) float32, in the order of :data:`EDGE_FEATURE_NAMES`;
+    ``operator_features`` (:func:`operator_edge_features` of the same matrix and graph)
+    skips recomputing the operator's part."""
+    features = operator_edge_features(matrix, graph) if operator_features is None else operator_features.copy()
+    distance = np.mean((vectors[graph.rows] - vectors[graph.cols]) ** 2, axis=1)  # (E,)
+    features[:, DISTANCE_COLUMN] = distance / np.maximum(_row_max(distance, graph), 1e-300)
+    return features
+
+
+def observation(matrix: sp.csr_array, graph: GridGraph | LevelGraph, n_vectors: int, rng: np.random.Generator,
+                operator_features: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The env's Dict observation for one operator; the smoothed vectors come from ``rng``
+    (``operator_features``: see :func:`edge_features`)."""
     vectors = smoothed_vectors(matrix, n_vectors, rng)  # (N, m)
     return {
         "node_features": node_features(graph, vectors),
         "edge_index": graph.edge_index,
-        "edge_features": edge_features(matrix, graph, vectors),
+        "edge_features": edge_features(matrix, graph, vectors, operator_features),
     }
 
 

@@ -237,6 +237,13 @@ def split_problems(
 
 
 def right_hand_side(problem_seed: int, split: Split | str, case: int, size: int) -> np.ndarray:
-    """The seeded right-hand side b ~ N(0, I) of one case, shared by every solver compared on it."""
-    key = [int(problem_seed), list(Split).index(parse_split(split)), int(case), int(size)]
-    return np.random.default_rng(key).standard_normal(size)  # (n^2,)
+    """The seeded right-hand side b ~ N(0, I) of one case, shared by every solver compared on it.
+    Read-only and memoised: every episode on a case solves with it."""
+    return _right_hand_side(int(problem_seed), list(Split).index(parse_split(split)), int(case), int(size))
+
+
+@lru_cache(maxsize=128)  # 128 x 8 KB at 32 x 32, 64 MB at 256 x 256
+def _right_hand_side(problem_seed: int, split_index: int, case: int, size: int) -> np.ndarray:
+    b = np.random.default_rng([problem_seed, split_index, case, size]).standard_normal(size)  # (n^2,)
+    b.flags.writeable = False
+    return b

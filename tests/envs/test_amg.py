@@ -209,3 +209,21 @@ def test_evaluator_reports_agent_and_baselines() -> None:
     assert result["baselines"]["symmetric"]["mean_reward"] == 0.0  # the reference solver itself
     assert result["mean_reward"] == pytest.approx(result["baselines"]["direction"]["mean_reward"])  # same agent
     assert result["mean_work"] == pytest.approx(result["baselines"]["direction"]["mean_work"])
+
+
+@pytest.mark.parametrize("mode", ["finest", "multilevel"])
+def test_a_replayed_case_observes_what_a_fresh_env_observes(mode: str) -> None:
+    """The per-case cache of the operator's edge features must not change an observation."""
+    cached = AnisotropicAMGEnv(grid_size=12, mode=mode)
+    cached.reset(seed=1, options={"case": 3})
+    replayed, _ = cached.reset(seed=2, options={"case": 3})  # operator features from the cache
+    fresh, _ = AnisotropicAMGEnv(grid_size=12, mode=mode).reset(seed=2, options={"case": 3})
+    for key in fresh:
+        np.testing.assert_array_equal(replayed[key], fresh[key], err_msg=key)
+    graph = grid_graph(12)
+    direct = observation(cached.problems[3].matrix(), graph, cached.n_smoothed_vectors, np.random.default_rng(0))
+    env = AnisotropicAMGEnv(grid_size=12)
+    env.reset(seed=5, options={"case": 3})
+    env.np_random = np.random.default_rng(0)  # the same random vectors as `direct`
+    again = env._observe(env.problems[3].matrix())  # from the cache
+    np.testing.assert_array_equal(again["edge_features"], direct["edge_features"])
