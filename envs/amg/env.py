@@ -309,7 +309,7 @@ class AnisotropicAMGEnv(gym.Env):
         array = np.asarray(action)
         if array.shape != (self.edge_capacity,):
             raise ValueError(f"action must have shape ({self.edge_capacity},) (one bit per edge slot), got {array.shape}")
-        if array.dtype.kind not in "biuf" or not np.isin(array, (0, 1)).all():
+        if array.dtype.kind not in "biuf" or not (array.dtype.kind == "b" or ((array == 0) | (array == 1)).all()):
             raise ValueError("action must contain only 0 and 1 (MultiBinary)")
         selected = array.astype(bool)
         n_edges = self._level_graph.n_edges
