@@ -7,10 +7,13 @@ and keep only the first line of the cause.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-__all__ = ["first_line", "state_dict_problems"]
+__all__ = ["first_line", "open_hdf5", "read_json", "state_dict_problems"]
 
 
 def first_line(err: BaseException, limit: int = 160) -> str:
@@ -41,3 +44,29 @@ def state_dict_problems(expected: Mapping[str, Any], state: Mapping[str, Any], s
     problems = [f"{label} {listing(keys)}" for label, keys in
                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if keys]
     return "; ".join(problems) or None
+
+
+@contextmanager
+def open_hdf5(path: Path, error: type[Exception], what: str = "HDF5 file") -> Iterator[Any]:
+    """``path`` opened read-only with h5py. A file HDF5 cannot open (truncated, not HDF5 at
+    all) raises ``error`` naming it, not h5py's bare ``OSError``."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise error(f"{path}: not a readable {what} ({first_line(err)})") from None
+    with f:
+        yield f
+
+
+def read_json(path: Path, error: type[Exception], expected: str) -> dict[str, Any]:
+    """The JSON object in ``path``; unparsable text or another JSON type raises ``error``
+    naming the file (``expected`` says what the object should hold)."""
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not a readable JSON file ({first_line(err)})") from None
+    if not isinstance(data, Mapping):
+        raise error(f"{path}: expected a JSON object with {expected}, got {type(data).__name__}")
+    return dict(data)

@@ -23,8 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from envs.errors import first_line
+from envs.errors import first_line, open_hdf5, read_json
 from envs.splits import Split, parse_split
 
 __all__ = [
@@ -157,18 +156,6 @@ _NUMERIC_COLUMNS: tuple[str, ...] = ("grade_group", "pct_cancer", *CLINICAL_COLU
 """Metadata columns that must parse as numbers (an empty cell is NaN: "not recorded")."""
 
 
-@contextmanager
-def _open_h5(path: Path) -> Iterator[h5py.File]:
-    """``path`` opened read-only; a file HDF5 cannot open (truncated, not HDF5) is a
-    :class:`CohortError` naming it rather than h5py's bare ``OSError``."""
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise CohortError(f"{path}: not a readable HDF5 file ({first_line(err)})") from None
-    with f:
-        yield f
-
-
 def _read_metadata(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise CohortError(f"missing metadata file {path}; expected columns {list(METADATA_COLUMNS)}")
@@ -216,12 +203,7 @@ def _read_metadata(path: Path) -> pd.DataFrame:
 def _read_splits(path: Path, patients: set[str]) -> dict[Split, tuple[str, ...]]:
     if not path.is_file():
         raise CohortError(f"missing splits file {path}; expected {{'train': [...], 'val': [...], 'test': [...]}}")
-    try:
-        raw = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CohortError(f"{path}: not a readable JSON file ({first_line(err)})") from None
-    if not isinstance(raw, Mapping):
-        raise CohortError(f"{path}: expected a JSON object with keys train/val/test, got {type(raw).__name__}")
+    raw = read_json(path, CohortError, "keys train/val/test")
     unknown_keys = set(raw) - {s.value for s in Split}
     if unknown_keys:
         raise CohortError(f"{path}: unknown split name(s) {sorted(unknown_keys)}; allowed: train, val, test")
@@ -254,7 +236,7 @@ def _real_dtype(dtype: np.dtype) -> bool:
 def _check_images(h5_path: Path, core_ids: Sequence[str]) -> None:
     """Structure only (groups, datasets, shapes, dtypes): reading every pixel here would
     cost each ``gym.make`` a pass over the cohort; values are checked by :meth:`ProstateCohort.read_images`."""
-    with _open_h5(h5_path) as f:
+    with open_hdf5(h5_path, CohortError) as f:
         for group in IMAGE_GROUPS:
             if group not in f:
                 raise CohortError(f"{h5_path}: missing group {group!r}; required groups: {list(IMAGE_GROUPS)}")
@@ -328,7 +310,7 @@ class ProstateCohort:
         """One core's B-mode image and masks, checked: a NaN pixel or a mask value other
         than 0/1 would be encoded into the feature cache and poison every reward."""
         arrays = {}
-        with _open_h5(self.h5_path) as f:
+        with open_hdf5(self.h5_path, CohortError) as f:
             for group in IMAGE_GROUPS:
                 try:
                     arrays[group] = np.asarray(f[group][core_id])
@@ -349,7 +331,7 @@ class ProstateCohort:
     def read_lesion_mask(self, core_id: str) -> np.ndarray | None:
         """One core's (H, W) bool lesion ground truth, or None when the cohort has none
         (real cohorts; only the phantom writes the optional ``lesion_mask`` group)."""
-        with _open_h5(self.h5_path) as f:
+        with open_hdf5(self.h5_path, CohortError) as f:
             if "lesion_mask" not in f or core_id not in f["lesion_mask"]:
                 return None
             return np.asarray(f["lesion_mask"][core_id]).astype(bool)

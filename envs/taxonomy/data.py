@@ -30,8 +30,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -39,7 +37,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from envs.errors import first_line
+from envs.errors import first_line, open_hdf5
 from envs.splits import Split, parse_split
 from envs.taxonomy.tree import TaxonomyTree
 
@@ -128,18 +126,6 @@ class TaxonomySplit:
         return tuple(self.images.shape[1:3])  # type: ignore[return-value]
 
 
-@contextmanager
-def _open_labels(path: Path) -> Iterator[h5py.File]:
-    """``path`` opened read-only. A file HDF5 cannot open (truncated, not HDF5 at all) is a
-    ValueError naming it, not h5py's bare ``OSError``."""
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable HDF5 labels file ({first_line(err)})") from None
-    with f:
-        yield f
-
-
 def _dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
     """The dataset ``key`` (present); a group under that name is a ValueError naming it."""
     node = f[key]
@@ -216,7 +202,7 @@ def read_tree(path: str | os.PathLike[str], tree_path: str | os.PathLike[str] | 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"labels file not found: {path}")
-    with _open_labels(path) as f:
+    with open_hdf5(path, ValueError, "HDF5 labels file") as f:
         ranks, taxa, _ = _read_taxa(f, path)
     sibling = path.parent / TREE_FILENAME
     if tree_path is not None:
@@ -246,7 +232,7 @@ def load_split(
     split = parse_split(split)
     path = Path(path)
     tree = read_tree(path, tree_path)
-    with _open_labels(path) as f:
+    with open_hdf5(path, ValueError, "HDF5 labels file") as f:
         _, taxa, identifiers = _read_taxa(f, path)
         n = len(identifiers)
         if "images" not in f:

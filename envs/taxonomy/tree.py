@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.errors import read_json
+
 __all__ = ["NULL_CLASS", "TaxonomyTree", "build_class_map"]
 
 NULL_CLASS = 0
@@ -278,12 +280,7 @@ class TaxonomyTree:
             raise FileNotFoundError(f"taxonomy JSON not found: {path}")
         # A hand-edited or truncated tree file must name itself: the JSON parser's and the
         # validator's messages alone say neither which file nor that it is the tree.
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a taxonomy JSON file ({err})") from None
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{path}: expected a JSON object with keys ranks, class_maps, parents, got {type(data).__name__}")
+        data = read_json(path, ValueError, "keys ranks, class_maps, parents")
         try:
             return cls.from_json_dict(data)
         except (ValueError, TypeError, AttributeError, KeyError) as err:
