@@ -57,7 +57,7 @@ class ProstateEnv(gym.Env):
     clinical prompts) predicts a cancer heatmap and a csPCa probability. The agent
     chooses the *attention points* — cells of the encoder's G x G feature grid —
     that prompt the decoder. The decoder sees the image only in glimpses around the
-    points (``glimpse_radius`` of the decoder checkpoint, 1 cell by default), so
+    points (``glimpse_radius`` of the decoder checkpoint: the point's own cell by default), so
     points on the lesion let it see the lesion; points elsewhere do not. The reward
     scores the decoder's verdict against the pathology of the core.
 

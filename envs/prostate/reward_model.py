@@ -81,7 +81,7 @@ class DecoderConfig:
     """Hidden width of the two-way transformer's MLPs (SAM uses 2048)."""
     num_heads: int = 8
     class_hidden: int = 128
-    glimpse_radius: float | None = 1.0
+    glimpse_radius: float | None = 0.0
     """Cells within this distance (in cells, centre to centre) of a point are visible to
     the decoder; None = the whole image is visible."""
     n_clinical: int = len(CLINICAL_COLUMNS)

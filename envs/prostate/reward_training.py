@@ -1,9 +1,10 @@
 """Pre-training of the reward model (:mod:`envs.prostate.reward_model`).
 
 Supervised, on the train split, with random valid points per core: involvement BCE on
-the core score plus csPCa cross-entropy on the class head. Uniform points rarely land
-on a lesion, so a share of the samples draws its points from the cells the biopsy core
-passes through. Model selection by validation core AUROC; the reward-component
+the core score plus csPCa cross-entropy on the class head (plus, on the phantom, a pixel
+BCE against the lesion masks inside the glimpses). Uniform points rarely land on a
+lesion, so a share of the samples draws its points from the cells the biopsy core
+passes through. Model selection by validation loss; the reward-component
 statistics of the selected model go into the checkpoint for ``normalize_components``.
 """
 
@@ -25,7 +26,7 @@ from envs.prostate.backbone import BackboneConfig
 from envs.prostate.data import ProstateCohort, normalize_clinical
 from envs.prostate.feature_cache import FeatureFile
 from envs.prostate.metrics import binary_auroc
-from envs.prostate.reward_model import SAM_TRANSFORMER, CoreScores, DecoderConfig, ProstateDecoder
+from envs.prostate.reward_model import SAM_TRANSFORMER, CoreScores, DecoderConfig, ProstateDecoder, glimpse_mask
 from envs.splits import Split
 from rewards.prostate import RewardMode, reward_components
 
@@ -35,8 +36,11 @@ __all__ = [
     "decoder_loss",
     "LESION_CELL_FRACTION",
     "lesion_cell_labels",
+    "lesion_area_fractions",
     "load_core_batch",
     "sample_random_cells",
+    "training_points",
+    "validation_loss",
     "evaluate_decoder",
     "reward_component_stats",
     "initial_decoder",
@@ -70,6 +74,13 @@ class DecoderTrainingConfig:
     glimpses never learns to read one. Taken before ``needle_point_fraction``."""
     class_weight: float = 0.5
     """Weight of the csPCa cross-entropy against the involvement BCE."""
+    lesion_pixel_weight: float = 1.0
+    """Weight of a pixel-level BCE of the heatmap against the lesion ground truth, on the
+    prostate pixels inside the glimpses (phantom only: real cohorts have no lesion masks
+    and skip it). The core-level BCE alone gives every pixel of a core the same gradient,
+    so in a few hundred steps the decoder learns the clinical prior, not to read the lesion
+    it sees (phantom v3: core AUROC 0.72 with points on the lesions, while a linear probe
+    of the same features reaches 0.90 from the needle's cells)."""
     cspca_threshold: int = 2
     """Grade group from which a core counts as clinically significant (class head target)."""
     grad_clip: float = 1.0
@@ -79,10 +90,12 @@ class DecoderTrainingConfig:
     mlp_dim: int = 256
     """Transformer MLP width (SAM: 2048; ignored, like ``transformer_depth``, with a SAM checkpoint)."""
     class_hidden: int = 128
-    glimpse_radius: float | None = 1.0
-    """Cells the decoder sees around each point (in cells; 1.0 = the cell and its four
-    neighbours). Small enough that k = 3 glimpses do not cover a whole biopsy core, so
-    where along the needle one looks matters; None = the whole image."""
+    glimpse_radius: float | None = 0.0
+    """Cells the decoder sees around each point (in cells, centre to centre; 0 = the
+    point's own cell, 1.0 = the cell and its four neighbours). At 0, three glimpses evenly
+    spaced along a biopsy core see 22 % of its lesion area on the default phantom (79 %
+    at 1.0, 98 % at 1.5), so where along and beside the needle one looks matters; None =
+    the whole image."""
     val_repeats: int = 2
     """Random point sets per validation core when measuring AUROC."""
     seed: int = 0
@@ -101,10 +114,11 @@ class DecoderTrainingConfig:
             raise ValueError(f"DecoderTrainingConfig.p_no_points must be in [0, 1), got {self.p_no_points}")
         if not 1 <= self.cspca_threshold <= 5:
             raise ValueError(f"DecoderTrainingConfig.cspca_threshold must be a grade group in 1..5, got {self.cspca_threshold}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.class_weight < 0:
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.class_weight < 0 or self.lesion_pixel_weight < 0:
             raise ValueError(
-                "DecoderTrainingConfig: lr and grad_clip must be > 0, weight_decay and class_weight >= 0;"
-                f" got lr={self.lr}, grad_clip={self.grad_clip}, weight_decay={self.weight_decay}, class_weight={self.class_weight}"
+                "DecoderTrainingConfig: lr and grad_clip must be > 0, weight_decay, class_weight and lesion_pixel_weight"
+                f" >= 0; got lr={self.lr}, grad_clip={self.grad_clip}, weight_decay={self.weight_decay},"
+                f" class_weight={self.class_weight}, lesion_pixel_weight={self.lesion_pixel_weight}"
             )
 
     @classmethod
@@ -149,6 +163,8 @@ class CoreBatch:
     lesion_cells: torch.Tensor | None
     """(N, G*G) bool: allowed cells at or next to a lesion (None: the cohort has no lesion
     ground truth)."""
+    lesion_pixels: torch.Tensor | None
+    """(N, 4G, 4G) float32 lesion area fraction per heatmap pixel (None: no lesion ground truth)."""
     clinical: torch.Tensor
     """(N, 4) standardised, missing = 0."""
     clinical_present: torch.Tensor
@@ -166,14 +182,22 @@ LESION_CELL_FRACTION = 0.25
 def lesion_cell_labels(cohort: ProstateCohort, core_ids: Sequence[str], grid_size: int) -> np.ndarray | None:
     """(N, G*G) bool: cells at least :data:`LESION_CELL_FRACTION` lesion, from the cohort's
     lesion ground truth; None if any core has none (real cohorts)."""
-    labels = []
+    fractions = lesion_area_fractions(cohort, core_ids, grid_size)  # (N, G, G)
+    return None if fractions is None else fractions.reshape(len(fractions), grid_size * grid_size) >= LESION_CELL_FRACTION
+
+
+def lesion_area_fractions(cohort: ProstateCohort, core_ids: Sequence[str], size: int) -> np.ndarray | None:
+    """(N, size, size) float32 lesion area fraction per cell of a size x size grid (the
+    feature grid, or the heatmap's) from the cohort's lesion ground truth; None if any core
+    has none (real cohorts)."""
+    fractions = []
     for core_id in core_ids:
         mask = cohort.read_lesion_mask(core_id)
         if mask is None:
             return None
-        pooled = F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], (grid_size, grid_size))
-        labels.append(pooled.reshape(-1).numpy() >= LESION_CELL_FRACTION)  # (G*G,)
-    return np.stack(labels) if labels else np.zeros((0, grid_size * grid_size), dtype=bool)
+        pooled = F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], (size, size))
+        fractions.append(pooled[0, 0].numpy())
+    return np.stack(fractions) if fractions else np.zeros((0, size, size), dtype=np.float32)
 
 
 def load_core_batch(cohort: ProstateCohort, features: FeatureFile, split: Split | str) -> CoreBatch:
@@ -183,6 +207,7 @@ def load_core_batch(cohort: ProstateCohort, features: FeatureFile, split: Split 
     weights = cached.core_weights  # (N, 4G, 4G)
     clinical, present = normalize_clinical(np.stack([r.clinical for r in records]))  # (N, 4) each
     allowed = torch.from_numpy(cached.allowed)  # (N, G*G)
+    pixels = lesion_area_fractions(cohort, [r.core_id for r in records], weights.shape[-1])
     return CoreBatch(
         core_ids=[r.core_id for r in records],
         features=torch.from_numpy(cached.all_features()),
@@ -191,6 +216,7 @@ def load_core_batch(cohort: ProstateCohort, features: FeatureFile, split: Split 
         core_weights=torch.from_numpy(weights),
         lesion_cells=_near_lesion(lesion_cell_labels(cohort, [r.core_id for r in records], features.grid_size),
                                   allowed, features.grid_size),
+        lesion_pixels=None if pixels is None else torch.from_numpy(pixels),
         clinical=torch.from_numpy(clinical),
         clinical_present=torch.from_numpy(present),
         involvement=torch.tensor([r.involvement for r in records], dtype=torch.float32),
@@ -239,14 +265,27 @@ def _score(decoder: ProstateDecoder, batch: CoreBatch, idx: torch.Tensor, cells:
 def decoder_loss(decoder: ProstateDecoder, batch: CoreBatch, idx: torch.Tensor, cells: torch.Tensor, valid: torch.Tensor,
                  config: DecoderTrainingConfig, device: torch.device) -> torch.Tensor:
     """The reward model's supervised loss on the cores ``idx`` of ``batch`` with the given
-    points: involvement BCE on the core score + ``class_weight`` x csPCa cross-entropy.
+    points: involvement BCE on the core score + ``class_weight`` x csPCa cross-entropy
+    (+ ``lesion_pixel_weight`` x the heatmap's BCE against the lesion ground truth on the
+    prostate pixels the glimpses show, when the cohort has one).
     Pre-training and GRPO's co-training (``agents.grpo_cotraining``) minimise this one loss."""
     scores = _score(decoder, batch, idx, cells, valid, device)
     involvement = batch.involvement[idx].to(device)
     cspca = (batch.grade_group[idx] >= config.cspca_threshold).long().to(device)
     bce = F.binary_cross_entropy(scores.core_score.clamp(1e-6, 1 - 1e-6), involvement)
     ce = F.cross_entropy(scores.output.class_logits, cspca)
-    return bce + config.class_weight * ce
+    loss = bce + config.class_weight * ce
+    if batch.lesion_pixels is not None and config.lesion_pixel_weight > 0:
+        G = decoder.config.grid_size
+        heatmap = scores.output.heatmap_logits[:, 0]  # (b, H, H)
+        upsample = heatmap.shape[-1] // G
+        seen = glimpse_mask(cells.to(device), valid.to(device), G, decoder.config.glimpse_radius)[:, 0]  # (b, G, G)
+        seen = seen * batch.allowed[idx].view(-1, G, G).to(device)  # prostate cells only
+        seen = seen.repeat_interleave(upsample, dim=1).repeat_interleave(upsample, dim=2)  # (b, H, H)
+        target = batch.lesion_pixels[idx].to(device)  # (b, H, H)
+        pixel_bce = F.binary_cross_entropy_with_logits(heatmap, target, reduction="none")  # (b, H, H)
+        loss = loss + config.lesion_pixel_weight * (pixel_bce * seen).sum() / seen.sum().clamp_min(1.0)
+    return loss
 
 
 def _random_point_counts(n: int, config: DecoderTrainingConfig, generator: torch.Generator) -> torch.Tensor:
@@ -254,6 +293,40 @@ def _random_point_counts(n: int, config: DecoderTrainingConfig, generator: torch
     counts = torch.randint(1, config.max_points + 1, (n,), generator=generator)
     none = torch.rand(n, generator=generator) < config.p_no_points
     return torch.where(none, torch.zeros_like(counts), counts)
+
+
+def training_points(batch: CoreBatch, idx: torch.Tensor, config: DecoderTrainingConfig,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random points for the cores ``idx`` as pre-training draws them: 0..max_points per
+    core, from the lesion's cells (``lesion_point_fraction``, phantom only), else the
+    needle's (``needle_point_fraction``), else the whole prostate. -> cells, valid (b, max_points)."""
+    counts = _random_point_counts(len(idx), config, generator)
+    on_needle = (torch.rand(len(idx), generator=generator) < config.needle_point_fraction)[:, None]
+    on_needle &= batch.needle_cells[idx].any(dim=1, keepdim=True)
+    candidates = torch.where(on_needle, batch.needle_cells[idx], batch.allowed[idx])  # (b, G*G)
+    if batch.lesion_cells is not None:
+        on_lesion = (torch.rand(len(idx), generator=generator) < config.lesion_point_fraction)[:, None]
+        on_lesion &= batch.lesion_cells[idx].any(dim=1, keepdim=True)
+        candidates = torch.where(on_lesion, batch.lesion_cells[idx], candidates)  # (b, G*G)
+    return sample_random_cells(candidates, counts, config.max_points, generator)
+
+
+@torch.no_grad()
+def validation_loss(decoder: ProstateDecoder, batch: CoreBatch, config: DecoderTrainingConfig, seed: int,
+                    device: torch.device, batch_size: int = 64) -> float:
+    """:func:`decoder_loss` on ``batch`` with points drawn as in training (``val_repeats``
+    draws per core, seeded): the model-selection criterion, because the env's rewards score
+    the core score's calibration (|p - involvement|) as much as its ranking."""
+    decoder.eval()
+    generator = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for _ in range(config.val_repeats):
+        for start in range(0, len(batch.core_ids), batch_size):
+            idx = torch.arange(start, min(len(batch.core_ids), start + batch_size))
+            cells, valid = training_points(batch, idx, config, generator)
+            total += float(decoder_loss(decoder, batch, idx, cells, valid, config, device)) * len(idx)
+            count += len(idx)
+    return total / count
 
 
 @torch.no_grad()
@@ -335,7 +408,8 @@ def fit_decoder(
     progress: bool = True,
 ) -> tuple[ProstateDecoder, dict[str, Any]]:
     """Train the reward model on the train split with random valid points; keep the epoch
-    with the best validation core AUROC. Returns the decoder (eval mode) and metrics."""
+    with the lowest validation loss (:func:`validation_loss`). Returns the decoder (eval
+    mode) and metrics."""
     device = torch.device(device)
     previous_threads = torch.get_num_threads()
     if config.threads is not None:
@@ -352,7 +426,7 @@ def fit_decoder(
             optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
         )
         generator = torch.Generator().manual_seed(config.seed)
-        best_auroc, best_state, best_epoch, history = -1.0, None, -1, []
+        best_loss, best_state, best_epoch, history = float("inf"), None, -1, []
         start_time = time.perf_counter()
         bar = tqdm(range(config.epochs), desc="Training the Prostate-v0 decoder", disable=not progress)
         for epoch in bar:
@@ -361,15 +435,7 @@ def fit_decoder(
             losses = []
             for start in range(0, len(order), config.batch_size):
                 idx = order[start : start + config.batch_size]
-                counts = _random_point_counts(len(idx), config, generator)
-                on_needle = (torch.rand(len(idx), generator=generator) < config.needle_point_fraction)[:, None]
-                on_needle &= train.needle_cells[idx].any(dim=1, keepdim=True)
-                candidates = torch.where(on_needle, train.needle_cells[idx], train.allowed[idx])  # (b, G*G)
-                if train.lesion_cells is not None:
-                    on_lesion = (torch.rand(len(idx), generator=generator) < config.lesion_point_fraction)[:, None]
-                    on_lesion &= train.lesion_cells[idx].any(dim=1, keepdim=True)
-                    candidates = torch.where(on_lesion, train.lesion_cells[idx], candidates)  # (b, G*G)
-                cells, valid = sample_random_cells(candidates, counts, config.max_points, generator)
+                cells, valid = training_points(train, idx, config, generator)
                 loss = decoder_loss(decoder, train, idx, cells, valid, config, device)
                 optimizer.zero_grad()
                 loss.backward()
@@ -379,12 +445,12 @@ def fit_decoder(
                 losses.append(loss.item())
             metrics = evaluate_decoder(decoder, val, config.max_points, config.val_repeats, config.seed + 1,
                                        config.cspca_threshold, device)
-            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in metrics.items()}})
-            bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_auroc=f"{metrics['core_auroc']:.3f}")
-            if np.nan_to_num(metrics["core_auroc"], nan=0.0) > best_auroc:
-                best_auroc = float(np.nan_to_num(metrics["core_auroc"], nan=0.0))
-                best_state = copy.deepcopy(decoder.state_dict())
-                best_epoch = epoch
+            val_loss = validation_loss(decoder, val, config, config.seed + 3, device)
+            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                            **{f"val_{k}": v for k, v in metrics.items()}})
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", val_auroc=f"{metrics['core_auroc']:.3f}")
+            if val_loss < best_loss:
+                best_loss, best_state, best_epoch = val_loss, copy.deepcopy(decoder.state_dict()), epoch
         decoder.load_state_dict(best_state)
         decoder.eval()
         val_random = evaluate_decoder(decoder, val, config.max_points, config.val_repeats, config.seed + 1, config.cspca_threshold, device)

@@ -10,8 +10,8 @@ Prostate-v0 runs on this phantom. What it models, and why:
 * **Needle**: a straight band entering from the probe at a near-fixed angle, as the
   needle guide of a micro-ultrasound probe fixes it; the core is its part inside the
   prostate.
-* **Lesions**: small hypoechoic regions whose contrast grows with grade group (GG1 is
-  faint). They are visible only where they are: the rest of the gland looks the same
+* **Lesions**: small hypoechoic regions whose echogenicity drop (``lesion_contrast``)
+  grows with grade group, from 45 % (GG1) to 75 % (GG5). They are visible only where they are: the rest of the gland looks the same
   whether or not the patient has cancer. Biopsies are targeted, so most shown lesions
   (``lesion_near_needle``) sit near the needle path — at a uniformly random point
   *along* the core, shifted *across* it by up to ``lesion_lateral_offset`` (so some lie
@@ -26,6 +26,11 @@ Prostate-v0 runs on this phantom. What it models, and why:
   family history), some missing.
 
 Same config -> byte-identical files. Generation takes a few seconds at the default size.
+
+Versions (``SyntheticCohortConfig.version``, part of the cache key): v3 placed lesions
+along and beside the needle; v4 raised the lesion contrast from 30-60 % to 45-75 % (on
+v3 a linear probe of the small backbone's features told lesion cells from other cells
+near the needle at AUROC 0.83, on v4 at 0.92).
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ __all__ = ["SyntheticCohortConfig", "generate_cohort", "ensure_synthetic_cohort"
 _GRADE_PRIOR = (0.40, 0.15, 0.17, 0.12, 0.09, 0.07)
 """Patient-level P(grade group = 0..5): 60 % of biopsied patients have cancer."""
 
-_LESION_CONTRAST = (0.0, 0.30, 0.40, 0.48, 0.55, 0.60)
+_LESION_CONTRAST = (0.0, 0.45, 0.55, 0.63, 0.70, 0.75)
 """Fractional echogenicity drop of a lesion by grade group (hypoechoic, GG1 faintest)."""
 
 _MIN_INVOLVEMENT = 0.02
@@ -79,9 +84,11 @@ class SyntheticCohortConfig:
     fractions (the needle band is 0.05 wide; one feature cell is 1/16 at 256 px)."""
     lesion_radius: tuple[float, float] = (0.04, 0.07)
     """Range of a lesion's two semi-axes, in image fractions (uniform)."""
+    lesion_contrast: tuple[float, ...] = _LESION_CONTRAST
+    """Fractional echogenicity drop of a lesion by grade group 0..5 (hypoechoic)."""
     seed: int = 0
     """Seed of the whole cohort."""
-    version: int = field(default=3, repr=False)
+    version: int = field(default=4, repr=False)
     """Bumped when the generator changes, so caches of older phantoms are not reused."""
 
     def __post_init__(self) -> None:
@@ -103,6 +110,13 @@ class SyntheticCohortConfig:
                 raise ValueError(f"SyntheticCohortConfig.{name} must be in [0, 1], got {value}")
         if not 0.0 <= self.lesion_lateral_offset <= 0.5:
             raise ValueError(f"SyntheticCohortConfig.lesion_lateral_offset must be in [0, 0.5], got {self.lesion_lateral_offset}")
+        contrast = tuple(float(c) for c in self.lesion_contrast)
+        if len(contrast) != 6 or contrast[0] != 0.0 or not all(0.0 <= a <= b < 1.0 for a, b in zip(contrast, contrast[1:])):
+            raise ValueError(
+                "SyntheticCohortConfig.lesion_contrast must be 6 non-decreasing echogenicity drops for grade groups"
+                f" 0..5, starting at 0 and below 1, got {self.lesion_contrast}"
+            )
+        object.__setattr__(self, "lesion_contrast", contrast)
         radius = tuple(float(r) for r in self.lesion_radius)
         if len(radius) != 2 or not 0.0 < radius[0] <= radius[1] <= 0.5:
             raise ValueError(
@@ -215,7 +229,7 @@ def _core(
             wobble = _smooth_field(rng, size, correlation=1 / 40)
             lesion = (_ellipse(u, v, lu, lv, ra, rb, rng.uniform(0, np.pi)) < 1.0 + 0.35 * wobble) & prostate
             lesions.append((lesion, lesion_grade))
-            contrast = _LESION_CONTRAST[lesion_grade]
+            contrast = config.lesion_contrast[lesion_grade]
             soft = ndimage.gaussian_filter(lesion.astype(float), 1.5)
             echo *= 1.0 - contrast * soft
 
