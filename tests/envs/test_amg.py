@@ -227,3 +227,17 @@ def test_a_replayed_case_observes_what_a_fresh_env_observes(mode: str) -> None:
     env.np_random = np.random.default_rng(0)  # the same random vectors as `direct`
     again = env._observe(env.problems[3].matrix())  # from the cache
     np.testing.assert_array_equal(again["edge_features"], direct["edge_features"])
+
+
+def test_algebraic_distance_column_is_the_mean_squared_difference_over_the_row_max() -> None:
+    """The distance edge feature, computed with np.take for speed, is exactly the definition:
+    mean over the smoothed vectors of (v_i - v_j)^2, divided by the largest such value in row i."""
+    from envs.amg.graph import DISTANCE_COLUMN, edge_features, smoothed_vectors
+
+    graph = grid_graph(8)
+    matrix = DiffusionProblem(0.01, 0.7, 8).matrix()
+    vectors = smoothed_vectors(matrix, 4, np.random.default_rng(3))  # (N, 4)
+    distance = np.mean((vectors[graph.rows] - vectors[graph.cols]) ** 2, axis=1)  # (E,)
+    row_max = np.array([distance[graph.rows == graph.rows[e]].max() for e in range(graph.n_edges)])
+    expected = (distance / row_max).astype(np.float32)
+    np.testing.assert_array_equal(edge_features(matrix, graph, vectors)[:, DISTANCE_COLUMN], expected)
