@@ -30,7 +30,7 @@ from envs.cache import cache_path, is_complete, publish
 from envs.prostate.backbone import EMBED_CHANNELS, HEATMAP_UPSCALE, BackboneConfig, build_image_encoder, preprocess_bmode
 from envs.prostate.data import ProstateCohort
 
-__all__ = ["ALLOWED_FRACTION", "NEEDLE_FRACTION", "CachedCores", "FeatureFile", "ensure_features"]
+__all__ = ["ALLOWED_FRACTION", "NEEDLE_FRACTION", "CachedCores", "FeatureFile", "area_fraction", "ensure_features"]
 
 ALLOWED_FRACTION = 0.5
 """A point may go to a cell at least this fraction inside the prostate."""
@@ -110,7 +110,7 @@ def _read_rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     return dataset[rows[order]][np.argsort(order)]
 
 
-def _area_fraction(mask: np.ndarray, size: int) -> np.ndarray:
+def area_fraction(mask: np.ndarray, size: int) -> np.ndarray:
     """Fraction of each cell of a size x size grid covered by ``mask`` (H, W)."""
     tensor = torch.as_tensor(mask.astype(np.float32))[None, None]  # (1, 1, H, W)
     return F.adaptive_avg_pool2d(tensor, (size, size))[0, 0].numpy()  # (size, size)
@@ -165,8 +165,8 @@ def ensure_features(
                 stop = start + len(batch_ids)
                 feats[start:stop] = out.cpu().numpy().astype(np.float16)
                 for i, core in enumerate(masks):
-                    prostate[start + i] = _area_fraction(core.prostate_mask, G)
-                    weights[start + i] = _area_fraction(core.prostate_mask & core.needle_mask, H)
+                    prostate[start + i] = area_fraction(core.prostate_mask, G)
+                    weights[start + i] = area_fraction(core.prostate_mask & core.needle_mask, H)
                 bar.update(len(batch_ids))
             bar.close()
     except BaseException:

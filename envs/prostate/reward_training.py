@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from envs.prostate.backbone import BackboneConfig
 from envs.prostate.data import ProstateCohort, normalize_clinical
-from envs.prostate.feature_cache import FeatureFile
+from envs.prostate.feature_cache import FeatureFile, area_fraction
 from envs.prostate.metrics import binary_auroc
 from envs.prostate.reward_model import SAM_TRANSFORMER, CoreScores, DecoderConfig, ProstateDecoder, glimpse_mask
 from envs.splits import Split
@@ -195,8 +195,7 @@ def lesion_area_fractions(cohort: ProstateCohort, core_ids: Sequence[str], size:
         mask = cohort.read_lesion_mask(core_id)
         if mask is None:
             return None
-        pooled = F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], (size, size))
-        fractions.append(pooled[0, 0].numpy())
+        fractions.append(area_fraction(mask, size))
     return np.stack(fractions) if fractions else np.zeros((0, size, size), dtype=np.float32)
 
 

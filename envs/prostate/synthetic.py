@@ -11,9 +11,9 @@ Prostate-v0 runs on this phantom. What it models, and why:
   needle guide of a micro-ultrasound probe fixes it; the core is its part inside the
   prostate.
 * **Lesions**: small hypoechoic regions whose echogenicity drop (``lesion_contrast``)
-  grows with grade group, from 45 % (GG1) to 75 % (GG5). They are visible only where they are: the rest of the gland looks the same
-  whether or not the patient has cancer. Biopsies are targeted, so most shown lesions
-  (``lesion_near_needle``) sit near the needle path — at a uniformly random point
+  grows with grade group, from 45 % (GG1) to 75 % (GG5). They are visible only where
+  they are: the rest of the gland looks the same whether or not the patient has cancer.
+  Biopsies are targeted, so most shown lesions (``lesion_near_needle``) sit near the needle path — at a uniformly random point
   *along* the core, shifted *across* it by up to ``lesion_lateral_offset`` (so some lie
   beside the needle, or just off it, yet within a glimpse of a point on it); the rest
   lie anywhere in the gland. Radii are drawn from ``lesion_radius``. Where a lesion

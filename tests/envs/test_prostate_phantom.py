@@ -4,15 +4,13 @@ decoder is taught to read the lesion it sees (and only where it sees)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from agents.baselines.prostate import _visibility, needle_path_cells
 from envs.prostate.data import ProstateCohort
+from envs.prostate.feature_cache import ALLOWED_FRACTION, NEEDLE_FRACTION, area_fraction
 from envs.prostate.reward_model import DecoderConfig, ProstateDecoder
 from envs.prostate.reward_training import CoreBatch, DecoderTrainingConfig, decoder_loss
 from envs.prostate.synthetic import SyntheticCohortConfig, generate_cohort
@@ -22,7 +20,7 @@ G = 16  # the default 256 px phantom's grid
 
 def _cells(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool at 256 px -> (G*G,) area fraction per feature cell."""
-    return F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], (G, G)).reshape(-1).numpy()
+    return area_fraction(mask, G).reshape(-1)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +42,12 @@ def test_no_fixed_needle_placement_sees_every_lesion(phantom: ProstateCohort) ->
         images = phantom.read_images(core_id)
         core = images.prostate_mask & images.needle_mask
         weight = _cells(phantom.read_lesion_mask(core_id) & core)  # lesion-on-core area per cell
-        needle = (_cells(core) >= 0.1) & (_cells(images.prostate_mask) >= 0.5)
+        needle = (_cells(core) >= NEEDLE_FRACTION) & (_cells(images.prostate_mask) >= ALLOWED_FRACTION)  # the env's needle_mask
         path = needle_path_cells(needle.reshape(G, G), 3)
         needle_seen.append((weight * (visible[path].sum(0) > 0)).sum() / weight.sum())
         best = np.argsort(-(visible @ weight))[:1]  # one glimpse on the lesion's heaviest cell
         lesion_seen.append((weight * (visible[best].sum(0) > 0)).sum() / weight.sum())
     assert len(needle_seen) >= 20
-    print(f"needle path sees {np.mean(needle_seen):.3f}, one glimpse on the lesion {np.mean(lesion_seen):.3f}")
     assert np.mean(needle_seen) < 0.4
     assert np.mean(lesion_seen) > np.mean(needle_seen) + 0.1  # one well-placed glimpse beats three fixed ones
     assert np.mean(np.array(needle_seen) < 0.5) > 0.5  # on most cores the needle path sees less than half
