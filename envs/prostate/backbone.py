@@ -36,12 +36,14 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 
 from envs.errors import first_line, state_dict_problems
+from envs.prostate.chunked_attention import use_row_chunked_attention
 from rewards.choices import parse_choice
 
 __all__ = [
     "CHECKPOINT_ENV_VAR",
     "PATCH_SIZE",
     "EMBED_CHANNELS",
+    "VIT_B",
     "HEATMAP_UPSCALE",
     "BackboneName",
     "BackboneConfig",
@@ -126,6 +128,13 @@ class BackboneConfig:
         return f"{self.name.value}-{self.img_size}-{digest}"
 
 
+VIT_B = BackboneConfig(
+    name=BackboneName.VIT_B, img_size=1024, embed_dim=768, depth=12, num_heads=12, window_size=14,
+    global_attn_indexes=(2, 5, 8, 11), use_rel_pos=True,
+)
+"""SAM ViT-B's architecture (MedSAM's too), without weights: :func:`backbone_config` adds the checkpoint."""
+
+
 def backbone_config(
     name: BackboneName | str | Mapping[str, Any] = BackboneName.SMALL,
     sam_checkpoint: str | os.PathLike[str] | None = None,
@@ -151,10 +160,7 @@ def backbone_config(
             "backbone='vit_b' needs SAM/MedSAM weights: pass sam_checkpoint=PATH or set"
             f" ${CHECKPOINT_ENV_VAR}; nothing is downloaded. Use backbone='small' to run without weights."
         )
-    return BackboneConfig(
-        name=BackboneName.VIT_B, img_size=1024, embed_dim=768, depth=12, num_heads=12, window_size=14,
-        global_attn_indexes=(2, 5, 8, 11), use_rel_pos=True, checkpoint=str(checkpoint),
-    )
+    return replace(VIT_B, checkpoint=str(checkpoint))
 
 
 def load_sam_state_dict(path: str | os.PathLike[str], prefix: str) -> dict[str, torch.Tensor]:
@@ -199,7 +205,8 @@ def load_sam_module(module: torch.nn.Module, path: str | os.PathLike[str], prefi
 
 
 def build_image_encoder(config: BackboneConfig) -> ImageEncoderViT:
-    """segment-anything's ``ImageEncoderViT`` for ``config``, in eval mode."""
+    """segment-anything's ``ImageEncoderViT`` for ``config``, in eval mode, with its attention
+    computed a few query rows at a time (:mod:`envs.prostate.chunked_attention`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed)
         encoder = ImageEncoderViT(
@@ -218,7 +225,7 @@ def build_image_encoder(config: BackboneConfig) -> ImageEncoderViT:
         )
     if config.checkpoint is not None:
         load_sam_module(encoder, config.checkpoint, "image_encoder.")
-    return encoder.eval()
+    return use_row_chunked_attention(encoder).eval()
 
 
 def preprocess_bmode(bmode: np.ndarray, img_size: int) -> torch.Tensor:
