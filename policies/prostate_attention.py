@@ -6,7 +6,7 @@ in the sequential mode, a STOP logit; a value head pools the processed grid and 
 the clinical values. ::
 
     obs["features"] (B, 256, G, G) ++ prostate_mask, selected, needle_mask, row, col (B, 5, G, G)
-        -> [conv k x k -> BatchNorm -> ReLU] x len(hidden_channels)      shared (B, C, G, G)
+        -> [conv k x k -> norm -> ReLU] x len(hidden_channels)           shared (B, C, G, G)
         ├─ attention head: 1x1 conv -> (B, G*G) cell logits (masked) [+ STOP logit]
         └─ value head: global average pool ++ clinical -> MLP -> (B, 1)
 
@@ -27,7 +27,7 @@ distinct cells at once with Gumbel-top-k.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,17 @@ from torch import nn
 
 from policies.distributions import MASKED_LOGIT, PerRowTopKDistribution
 
-__all__ = ["AttentionTrunk", "AttentionHeads", "AttentionPolicy", "CellSetDistribution", "OneShotAttentionPolicy"]
+__all__ = ["NORMS", "AttentionTrunk", "AttentionHeads", "AttentionPolicy", "CellSetDistribution", "OneShotAttentionPolicy"]
+
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "batch": nn.BatchNorm2d,  # the seed's
+    "group": lambda width: nn.GroupNorm(1, width),  # per sample: the same in rollouts and updates
+    "none": lambda width: nn.Identity(),
+}
+"""The processor's normalisation after each conv. BatchNorm normalises a rollout step with
+its running statistics but an update minibatch with the minibatch's own, so PPO's ratio
+compares two different functions; ``group`` (one group = LayerNorm over C, G, G) and
+``none`` do not."""
 
 
 def _grid_shape(observation_space: spaces.Dict) -> tuple[int, int]:
@@ -63,7 +73,7 @@ class AttentionTrunk(BaseFeaturesExtractor):
     (B, C*G*G + 2*G*G + n_clinical) = processed grid ++ (prostate, selected) ++ clinical."""
 
     def __init__(self, observation_space: spaces.Dict, hidden_channels: Sequence[int] = (512, 512),
-                 kernel_size: int | Sequence[int] = 3) -> None:
+                 kernel_size: int | Sequence[int] = 3, norm: str = "batch") -> None:
         in_channels, G = _grid_shape(observation_space)
         n_clinical = int(np.prod(observation_space["clinical"].shape))
         if not hidden_channels or min(hidden_channels) < 1:
@@ -74,11 +84,13 @@ class AttentionTrunk(BaseFeaturesExtractor):
                 f"kernel_size must be a positive odd int or one per layer of hidden_channels={list(hidden_channels)},"
                 f" got {kernel_size}"
             )
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
         super().__init__(observation_space, hidden_channels[-1] * G * G + 2 * G * G + n_clinical)
         layers: list[nn.Module] = []
         channels = in_channels + 5
         for width, kernel in zip(hidden_channels, kernels):
-            layers += [nn.Conv2d(channels, width, kernel, padding=kernel // 2), nn.BatchNorm2d(width), nn.ReLU()]
+            layers += [nn.Conv2d(channels, width, kernel, padding=kernel // 2), NORMS[norm](width), nn.ReLU()]
             channels = width
         self.processor = nn.Sequential(*layers)
         self.grid_size, self.out_channels, self.n_clinical = G, channels, n_clinical
@@ -145,6 +157,7 @@ class AttentionPolicy(MaskableActorCriticPolicy):
     :param hidden_channels: widths of the shared conv processor (seed: (512, 512)).
     :param kernel_size: conv kernel of the processor, one for all layers or one per layer
         (e.g. ``[1, 3]``: a cheap 1x1 channel reduction, then 3x3 spatial context).
+    :param norm: normalisation after each conv, a key of :data:`NORMS` (seed: ``batch``).
     :param value_hidden: width of the value MLP.
     Other arguments are MaskableActorCriticPolicy's (``net_arch`` is unused).
     """
@@ -156,6 +169,7 @@ class AttentionPolicy(MaskableActorCriticPolicy):
         lr_schedule: Schedule,
         hidden_channels: Sequence[int] = (512, 512),
         kernel_size: int | Sequence[int] = 3,
+        norm: str = "batch",
         value_hidden: int = 256,
         **kwargs: Any,
     ) -> None:
@@ -169,7 +183,9 @@ class AttentionPolicy(MaskableActorCriticPolicy):
         self.kernel_size = int(kernel_size) if isinstance(kernel_size, int) else tuple(int(k) for k in kernel_size)
         self.value_hidden = int(value_hidden)
         kwargs["features_extractor_class"] = AttentionTrunk
-        kwargs["features_extractor_kwargs"] = {"hidden_channels": self.hidden_channels, "kernel_size": self.kernel_size}
+        self.norm = str(norm)
+        kwargs["features_extractor_kwargs"] = {"hidden_channels": self.hidden_channels, "kernel_size": self.kernel_size,
+                                               "norm": self.norm}
         kwargs.setdefault("ortho_init", False)  # the heads initialise themselves
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
@@ -186,7 +202,8 @@ class AttentionPolicy(MaskableActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(hidden_channels=self.hidden_channels, kernel_size=self.kernel_size, value_hidden=self.value_hidden)
+        data.update(hidden_channels=self.hidden_channels, kernel_size=self.kernel_size, norm=self.norm,
+                    value_hidden=self.value_hidden)
         data.pop("features_extractor_class", None)
         data.pop("features_extractor_kwargs", None)
         return data
@@ -249,6 +266,7 @@ class OneShotAttentionPolicy(ActorCriticPolicy):
         lr_schedule: Schedule,
         hidden_channels: Sequence[int] = (512, 512),
         kernel_size: int | Sequence[int] = 3,
+        norm: str = "batch",
         value_hidden: int = 256,
         entropy_samples: int = 16,
         **kwargs: Any,
@@ -261,7 +279,9 @@ class OneShotAttentionPolicy(ActorCriticPolicy):
         self.value_hidden = int(value_hidden)
         self.entropy_samples = int(entropy_samples)
         kwargs["features_extractor_class"] = AttentionTrunk
-        kwargs["features_extractor_kwargs"] = {"hidden_channels": self.hidden_channels, "kernel_size": self.kernel_size}
+        self.norm = str(norm)
+        kwargs["features_extractor_kwargs"] = {"hidden_channels": self.hidden_channels, "kernel_size": self.kernel_size,
+                                               "norm": self.norm}
         kwargs.setdefault("ortho_init", False)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
@@ -282,7 +302,7 @@ class OneShotAttentionPolicy(ActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(hidden_channels=self.hidden_channels, kernel_size=self.kernel_size,
+        data.update(hidden_channels=self.hidden_channels, kernel_size=self.kernel_size, norm=self.norm,
                     value_hidden=self.value_hidden, entropy_samples=self.entropy_samples)
         data.pop("features_extractor_class", None)
         data.pop("features_extractor_kwargs", None)

@@ -132,3 +132,35 @@ def test_one_shot_policy_samples_distinct_allowed_cells_with_exact_log_prob() ->
     assert torch.allclose(log_prob, torch.full((2,), -np.log(165.0)), atol=0.05)
     values, log_prob_eval, entropy = policy.evaluate_actions(obs, distribution.sample().float())
     assert values.shape == (2, 1) and log_prob_eval.shape == (2,) and torch.isfinite(entropy).all()
+
+
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_per_sample_norms_give_rollout_and_update_the_same_function(norm: str) -> None:
+    """BatchNorm processes an update minibatch with its own statistics and a rollout step with
+    running ones; the per-sample norms must give the same features and log-probs either way."""
+    observation_space, action_space = _spaces()
+    obs = _obs(batch=3)
+    obs["features"][1:] *= 3.0  # samples of different scale, so batch statistics matter
+    first = {k: v[:1] for k, v in obs.items()}
+    actions = torch.tensor([0, 7, G * G])
+
+    def trunk(policy: AttentionPolicy, training: bool, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        policy.set_training_mode(training)
+        return policy.extract_features(batch)
+
+    policy = AttentionPolicy(observation_space, action_space, lambda _: 1e-3, norm=norm, **SMALL_NET)
+    torch.testing.assert_close(trunk(policy, True, obs), trunk(policy, False, obs))
+    torch.testing.assert_close(trunk(policy, True, obs)[:1], trunk(policy, True, first))
+    policy.set_training_mode(False)
+    rollout = policy.evaluate_actions(obs, actions)[1]
+    policy.set_training_mode(True)
+    torch.testing.assert_close(policy.evaluate_actions(obs, actions)[1], rollout)
+    batch_norm = AttentionPolicy(observation_space, action_space, lambda _: 1e-3, **SMALL_NET)
+    assert not torch.allclose(trunk(batch_norm, True, obs)[:1], trunk(batch_norm, True, first), atol=1e-3)
+    assert not torch.allclose(trunk(batch_norm, True, obs), trunk(batch_norm, False, obs), atol=1e-3)
+
+
+def test_unknown_norm_is_rejected() -> None:
+    observation_space, action_space = _spaces()
+    with pytest.raises(ValueError, match="norm must be one of"):
+        AttentionPolicy(observation_space, action_space, lambda _: 1e-3, norm="layer", **SMALL_NET)
