@@ -96,6 +96,8 @@ ENTRIES: dict[str, EnvEntry] = {
                                env_kwargs=_SEQUENTIAL, passes=1),
                 ReferenceAgent("needle_random", "agents.baselines.prostate:needle_random_agent",
                                env_kwargs=_SEQUENTIAL, min_passes=3),
+                ReferenceAgent("hypoechoic", "agents.baselines.prostate:hypoechoic_agent",
+                               env_kwargs=_SEQUENTIAL, passes=1),
                 ReferenceAgent("lesion_probe", "agents.baselines.prostate:lesion_probe_agent",
                                env_kwargs=_SEQUENTIAL, passes=1),
             ),

@@ -4,9 +4,11 @@ They read ``prostate_mask``, ``needle_mask``, ``selected`` (and the lesion probe
 ``features``) from the raw observation, so they work with or without ``action_masks``
 and play the sequential env unwrapped. The needle agents are the bar a learned policy
 must clear: on a micro-ultrasound probe the needle guide fixes the needle's path, so
-"points along the needle" needs no image at all. :class:`LesionProbeAgent` is the
-image-driven heuristic: a linear probe of the cached encoder features, fitted on the
-train split, decides where along and beside the needle to look.
+"points along the needle" needs no image at all. Two image-driven heuristics decide
+where along and beside the needle to look (:class:`GlimpsePlanner`):
+:class:`HypoechoicAgent` with no learning at all (the darkest cells of the B-mode, which
+it reads from the env's cohort) and :class:`LesionProbeAgent` with a supervised model (a
+linear probe of the cached encoder features fitted on the train split's lesion masks).
 """
 
 from __future__ import annotations
@@ -19,15 +21,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from envs.prostate.data import ProstateCohort
-from envs.prostate.feature_cache import FeatureFile
+from envs.prostate.data import CoreImages, ProstateCohort
+from envs.prostate.feature_cache import ALLOWED_FRACTION, FeatureFile, area_fraction
 from envs.prostate.reward_training import lesion_cell_labels
 from envs.splits import Split
 
 __all__ = [
-    "LesionProbe", "LesionProbeAgent", "NeedlePathAgent", "NeedleRandomAgent",
+    "GlimpsePlanner", "HypoechoicAgent", "LesionProbe", "LesionProbeAgent", "NeedlePathAgent", "NeedleRandomAgent",
     "ProstateCenterAgent", "ProstateRandomCellAgent", "ProstateStopAgent",
-    "center_agent", "fit_lesion_probe", "lesion_probe_agent", "lesion_probe_factory", "needle_path_agent",
+    "center_agent", "fit_lesion_probe", "hypoechoic_agent", "hypoechoic_scores", "lesion_probe_agent", "lesion_probe_factory", "needle_path_agent",
     "needle_path_cells", "needle_path_factory", "needle_random_agent", "needle_random_factory",
     "random_cell_agent", "stop_agent",
 ]
@@ -316,24 +318,29 @@ def _visibility(G: int, radius: float | None) -> np.ndarray:
     return d2 <= radius**2 + 1e-6
 
 
-class LesionProbeAgent:
-    """Prostate-v0 image heuristic (no RL): greedily, the free prostate cell whose glimpse
-    adds the most probe-predicted lesion near the biopsy core (cells in the 3 x 3
-    neighbourhood of a needle cell) that no earlier glimpse saw, plus ``coverage_weight`` per unseen needle
-    cell, so that a core where the probe sees nothing is covered like the needle path."""
+class GlimpsePlanner:
+    """Greedy image-driven placement: the free prostate cell whose glimpse adds the most
+    lesion score near the biopsy core (cells in the 3 x 3 neighbourhood of a needle cell)
+    that no earlier glimpse saw, plus ``coverage_weight`` per unseen needle cell, so that a
+    core where the score sees nothing is covered like the needle path. Subclasses say
+    where the per-cell lesion score comes from (:meth:`lesion_scores`)."""
 
-    def __init__(self, action_space: gym.Space, probe: LesionProbe, grid_size: int, glimpse_radius: float | None,
+    def __init__(self, action_space: gym.Space, grid_size: int, glimpse_radius: float | None,
                  k: int, coverage_weight: float = 0.1) -> None:
-        self.action_space, self.probe, self.k = action_space, probe, int(k)
+        self.action_space, self.k = action_space, int(k)
         self.grid_size, self.coverage_weight = int(grid_size), float(coverage_weight)
         self.visible = _visibility(self.grid_size, glimpse_radius).astype(np.float64)  # (G*G, G*G)
         self.near = _visibility(self.grid_size, 1.5).astype(np.float64)  # (G*G, G*G): the 3 x 3 neighbourhood
+
+    def lesion_scores(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """(G*G,) how lesion-like each cell looks, >= 0."""
+        raise NotImplementedError
 
     def _values(self, observation: dict[str, np.ndarray], selected: np.ndarray) -> np.ndarray:
         """(G*G,) the gain of a glimpse at each cell given the cells already chosen."""
         needle = (np.asarray(observation["needle_mask"]) > 0).reshape(-1).astype(np.float64)
         near_needle = (self.near @ needle) > 0  # (G*G,)
-        lesion = self.probe.probability(np.asarray(observation["features"])) * near_needle  # (G*G,)
+        lesion = self.lesion_scores(observation) * near_needle  # (G*G,)
         seen = (self.visible[selected].sum(axis=0) > 0) if selected.any() else np.zeros(needle.size, bool)
         unseen = ~seen
         return self.visible @ (lesion * unseen) + self.coverage_weight * (self.visible @ (needle * unseen))
@@ -365,6 +372,59 @@ class LesionProbeAgent:
         return _prostate_predict(self._choose, self.action_space, observation, action_masks), state
 
 
+class LesionProbeAgent(GlimpsePlanner):
+    """Prostate-v0 image heuristic with a supervised model (no RL): :class:`GlimpsePlanner`
+    on the probe's lesion probability of each cell's cached features."""
+
+    def __init__(self, action_space: gym.Space, probe: LesionProbe, grid_size: int, glimpse_radius: float | None,
+                 k: int, coverage_weight: float = 0.1) -> None:
+        super().__init__(action_space, grid_size, glimpse_radius, k, coverage_weight)
+        self.probe = probe
+
+    def lesion_scores(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        return self.probe.probability(np.asarray(observation["features"]))
+
+
+def hypoechoic_scores(images: CoreImages, grid_size: int) -> np.ndarray:
+    """(G*G,) how much darker than the gland each cell is, in gland standard deviations, >= 0.
+
+    The B-mode is averaged over each feature cell (a 16 x 16 px box at the encoder's input),
+    and a cell's darkness is (median cell intensity in the prostate - cell intensity) / std
+    of the prostate's cells: cancer is hypoechoic on micro-ultrasound. Cells outside the
+    prostate score 0. No learning, no labels."""
+    bmode = area_fraction(images.bmode, grid_size).reshape(-1)  # (G*G,) mean intensity per cell (the same box mean)
+    prostate = area_fraction(images.prostate_mask, grid_size).reshape(-1) >= ALLOWED_FRACTION
+    if not prostate.any():
+        return np.zeros(grid_size * grid_size)
+    gland = bmode[prostate]
+    darkness = (np.median(gland) - bmode) / (gland.std() + 1e-6)
+    return np.where(prostate, np.clip(darkness, 0.0, None), 0.0)
+
+
+class HypoechoicAgent(GlimpsePlanner):
+    """Prostate-v0 image heuristic without learning: :class:`GlimpsePlanner` on
+    :func:`hypoechoic_scores` of the current core's B-mode, which it reads from the env's
+    cohort (``env.unwrapped.core_id``), as a sonographer reads the image: one unbatched env."""
+
+    def __init__(self, env: gym.Env, coverage_weight: float = 0.1) -> None:
+        base = env.unwrapped
+        super().__init__(env.action_space, base.grid_size, base.glimpse_radius, base.k, coverage_weight)
+        self.env = base
+        self._scores: dict[str, np.ndarray] = {}
+
+    def lesion_scores(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        core_id = self.env.core_id
+        if core_id not in self._scores:
+            self._scores[core_id] = hypoechoic_scores(self.env.cohort.read_images(core_id), self.grid_size)
+        return self._scores[core_id]
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True, action_masks: np.ndarray | None = None) -> tuple[Any, Any]:
+        if np.asarray(observation["prostate_mask"]).ndim == 3:
+            raise ValueError("HypoechoicAgent plays one env (it reads the current core's image); got a batch")
+        return super().predict(observation, state, episode_start, deterministic, action_masks)
+
+
 _PROBES: dict[tuple[str, str], LesionProbe] = {}
 """Fitted probes by (cohort root, feature file): an evaluation over several seeds fits once."""
 
@@ -377,6 +437,11 @@ def needle_path_agent(env: gym.Env, agent: Any, seed: int) -> NeedlePathAgent:
 def needle_random_agent(env: gym.Env, agent: Any, seed: int) -> NeedleRandomAgent:
     """Reference "needle_random": k random cells of the biopsy core."""
     return NeedleRandomAgent(env.action_space, seed=seed)
+
+
+def hypoechoic_agent(env: gym.Env, agent: Any, seed: int) -> HypoechoicAgent:
+    """Reference "hypoechoic": the darkest cells beside the needle in the B-mode, no learning."""
+    return HypoechoicAgent(env)
 
 
 def lesion_probe_agent(env: gym.Env, agent: Any, seed: int) -> LesionProbeAgent:

@@ -268,6 +268,14 @@ class ProstateEnv(gym.Env):
         """Number of cores in this split (valid ``options={"case": i}`` are 0..n_cases-1)."""
         return len(self.records)
 
+    @property
+    def core_id(self) -> str:
+        """The current episode's core (after ``reset``): what an agent that reads the raw
+        images, e.g. the ``hypoechoic`` reference, looks up in ``self.cohort``."""
+        if not hasattr(self, "_case"):
+            raise RuntimeError("core_id: call reset() first")
+        return self.records[self._case].core_id
+
     # ------------------------------------------------------------------- API
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

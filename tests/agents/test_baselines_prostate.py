@@ -13,16 +13,18 @@ import pytest
 
 import envs  # noqa: F401  (registers the ids)
 from agents.baselines.prostate import (
+    HypoechoicAgent,
     LesionProbe,
     LesionProbeAgent,
     NeedlePathAgent,
     NeedleRandomAgent,
     fit_lesion_probe,
+    hypoechoic_scores,
     needle_path_cells,
 )
 from agents.evaluation import run_episode
 from envs.prostate.backbone import tiny_backbone
-from envs.prostate.data import ProstateCohort
+from envs.prostate.data import CoreImages, ProstateCohort
 from envs.prostate.synthetic import SyntheticCohortConfig, generate_cohort
 from train.pretrain_prostate import pretrain
 
@@ -127,6 +129,35 @@ def test_lesion_probe_fits_lesion_cells_of_the_phantom(tiny_env_kwargs: dict) ->
         assert np.array_equal(probe.weight, fit_lesion_probe(base.cohort, base.feature_file).weight)  # deterministic
         p = probe.probability(base._cores.features(0))
         assert p.shape == (G * G,) and np.all((p >= 0) & (p <= 1))
+    finally:
+        env.close()
+
+
+def test_hypoechoic_scores_find_the_dark_spot_inside_the_gland() -> None:
+    rng = np.random.default_rng(0)
+    size = G * 16
+    bmode = rng.normal(100.0, 5.0, (size, size)).astype(np.float32)
+    prostate = np.zeros((size, size), dtype=bool)
+    prostate[16:112, 16:112] = True
+    bmode[48:64, 80:96] *= 0.5  # a hypoechoic cell: row 3, column 5
+    bmode[0:16, 0:16] = 0.0  # darker still, but outside the gland
+    scores = hypoechoic_scores(CoreImages(bmode, prostate, np.zeros_like(prostate)), G).reshape(G, G)
+    assert np.unravel_index(np.argmax(scores), scores.shape) == (3, 5)
+    assert scores[0, 0] == 0.0 and np.all(scores >= 0) and scores[3, 5] > 3.0
+
+
+def test_hypoechoic_agent_plays_the_env_and_refuses_batches(tiny_env_kwargs: dict) -> None:
+    env = gym.make("Prostate-v0", split="test", **tiny_env_kwargs)
+    try:
+        base = env.unwrapped
+        agent = HypoechoicAgent(env)
+        for case in range(base.n_cases):
+            record = run_episode(agent, env, seed=case, case=case)
+            assert record.final_info["n_points"] == min(base.k, int(base._allowed[case].sum()))
+            assert not record.final_info["invalid_action"]
+        obs, _ = env.reset(seed=0)
+        with pytest.raises(ValueError, match="one env"):
+            agent.predict({k: np.stack([v, v]) for k, v in obs.items()})
     finally:
         env.close()
 

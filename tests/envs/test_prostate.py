@@ -361,7 +361,7 @@ def test_evaluator_reports_metrics_and_baselines_on_the_test_split(env_kwargs: d
     keys = ("mean_reward", "std_reward", "n_episodes", "core_auroc", "sensitivity_at_40_specificity", "balanced_accuracy")
     for key in keys:
         assert key in result
-    assert set(result["baselines"]) == {"none", "random", "center", "needle_path", "needle_random", "lesion_probe"}
+    assert set(result["baselines"]) == {"none", "random", "center", "needle_path", "needle_random", "hypoechoic", "lesion_probe"}
     assert result["baselines"]["none"]["mean_points"] == 0.0
     for name in ("random", "needle_path", "needle_random", "lesion_probe"):
         assert result["baselines"][name]["mean_points"] == 3.0, name

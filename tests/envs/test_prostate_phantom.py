@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.baselines.prostate import _visibility, needle_path_cells
+from agents.baselines.prostate import _visibility, hypoechoic_scores, needle_path_cells
 from envs.prostate.data import ProstateCohort
 from envs.prostate.feature_cache import ALLOWED_FRACTION, NEEDLE_FRACTION, area_fraction
 from envs.prostate.reward_model import DecoderConfig, ProstateDecoder
@@ -51,6 +51,26 @@ def test_no_fixed_needle_placement_sees_every_lesion(phantom: ProstateCohort) ->
     assert np.mean(needle_seen) < 0.4
     assert np.mean(lesion_seen) > np.mean(needle_seen) + 0.1  # one well-placed glimpse beats three fixed ones
     assert np.mean(np.array(needle_seen) < 0.5) > 0.5  # on most cores the needle path sees less than half
+
+
+def test_the_darkest_cell_beside_the_needle_is_on_the_lesion(phantom: ProstateCohort) -> None:
+    """The B-mode shows the lesion: the most hypoechoic cell next to the core (what the
+    ``hypoechoic`` reference glimpses first) lies on it far more often than any of the
+    needle path's three cells do."""
+    near = _visibility(G, 1.5).astype(float)
+    darkest_hits, path_hits = [], []
+    for core_id in phantom.core_ids:
+        if phantom.record(core_id).involvement <= 0:
+            continue
+        images = phantom.read_images(core_id)
+        lesion = _cells(phantom.read_lesion_mask(core_id)) > 0.25  # (G*G,)
+        needle = (_cells(images.prostate_mask & images.needle_mask) >= NEEDLE_FRACTION) & (
+            _cells(images.prostate_mask) >= ALLOWED_FRACTION)
+        scores = hypoechoic_scores(images, G) * ((near @ needle) > 0)
+        darkest_hits.append(lesion[np.argmax(scores)])
+        path_hits.append(lesion[needle_path_cells(needle.reshape(G, G), 3)].any())
+    assert len(darkest_hits) >= 20
+    assert np.mean(darkest_hits) > 0.7 and np.mean(darkest_hits) > np.mean(path_hits) + 0.2
 
 
 def test_csPCa_lesions_are_darker_than_their_surroundings_with_grade(phantom: ProstateCohort) -> None:
