@@ -13,6 +13,7 @@ linear probe of the cached encoder features fitted on the train split's lesion m
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -318,7 +319,7 @@ def _visibility(G: int, radius: float | None) -> np.ndarray:
     return d2 <= radius**2 + 1e-6
 
 
-class GlimpsePlanner:
+class GlimpsePlanner(ABC):
     """Greedy image-driven placement: the free prostate cell whose glimpse adds the most
     lesion score near the biopsy core (cells in the 3 x 3 neighbourhood of a needle cell)
     that no earlier glimpse saw, plus ``coverage_weight`` per unseen needle cell, so that a
@@ -332,9 +333,9 @@ class GlimpsePlanner:
         self.visible = _visibility(self.grid_size, glimpse_radius).astype(np.float64)  # (G*G, G*G)
         self.near = _visibility(self.grid_size, 1.5).astype(np.float64)  # (G*G, G*G): the 3 x 3 neighbourhood
 
+    @abstractmethod
     def lesion_scores(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         """(G*G,) how lesion-like each cell looks, >= 0."""
-        raise NotImplementedError
 
     def _values(self, observation: dict[str, np.ndarray], selected: np.ndarray) -> np.ndarray:
         """(G*G,) the gain of a glimpse at each cell given the cells already chosen."""
