@@ -28,7 +28,7 @@ from envs.prostate.reward_training import lesion_cell_labels
 from envs.splits import Split
 
 __all__ = [
-    "GlimpsePlanner", "HypoechoicAgent", "LesionProbe", "LesionProbeAgent", "NeedlePathAgent", "NeedleRandomAgent",
+    "GlimpsePlanner", "HypoechoicAgent", "glimpse_visibility", "LesionProbe", "LesionProbeAgent", "NeedlePathAgent", "NeedleRandomAgent",
     "ProstateCenterAgent", "ProstateRandomCellAgent", "ProstateStopAgent",
     "center_agent", "fit_lesion_probe", "hypoechoic_agent", "hypoechoic_scores", "lesion_probe_agent", "lesion_probe_factory", "needle_path_agent",
     "needle_path_cells", "needle_path_factory", "needle_random_agent", "needle_random_factory",
@@ -310,7 +310,7 @@ def fit_lesion_probe(cohort: ProstateCohort, features: FeatureFile, *, l2: float
                        float(bias.item()), target)
 
 
-def _visibility(G: int, radius: float | None) -> np.ndarray:
+def glimpse_visibility(G: int, radius: float | None) -> np.ndarray:
     """(G*G, G*G) bool: V[c, d] = cell d is inside the glimpse of a point at cell c."""
     if radius is None:
         return np.ones((G * G, G * G), dtype=bool)
@@ -330,8 +330,8 @@ class GlimpsePlanner(ABC):
                  k: int, coverage_weight: float = 0.1) -> None:
         self.action_space, self.k = action_space, int(k)
         self.grid_size, self.coverage_weight = int(grid_size), float(coverage_weight)
-        self.visible = _visibility(self.grid_size, glimpse_radius).astype(np.float64)  # (G*G, G*G)
-        self.near = _visibility(self.grid_size, 1.5).astype(np.float64)  # (G*G, G*G): the 3 x 3 neighbourhood
+        self.visible = glimpse_visibility(self.grid_size, glimpse_radius).astype(np.float64)  # (G*G, G*G)
+        self.near = glimpse_visibility(self.grid_size, 1.5).astype(np.float64)  # (G*G, G*G): the 3 x 3 neighbourhood
 
     @abstractmethod
     def lesion_scores(self, observation: dict[str, np.ndarray]) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.baselines.prostate import _visibility, hypoechoic_scores, needle_path_cells
+from agents.baselines.prostate import glimpse_visibility, hypoechoic_scores, needle_path_cells
 from envs.prostate.data import ProstateCohort
 from envs.prostate.feature_cache import ALLOWED_FRACTION, NEEDLE_FRACTION, area_fraction
 from envs.prostate.reward_model import DecoderConfig, ProstateDecoder
@@ -33,7 +33,7 @@ def test_no_fixed_needle_placement_sees_every_lesion(phantom: ProstateCohort) ->
     """Three glimpses evenly spaced along the core (the default glimpse, one cell) miss most
     of the lesion area on cancerous cores, while a single glimpse on the lesion sees more
     than all three: the gap a policy that reads the image can close."""
-    visible = _visibility(G, DecoderTrainingConfig().glimpse_radius).astype(float)
+    visible = glimpse_visibility(G, DecoderTrainingConfig().glimpse_radius).astype(float)
     needle_seen, lesion_seen = [], []
     for core_id in phantom.core_ids:
         record = phantom.record(core_id)
@@ -57,7 +57,7 @@ def test_the_darkest_cell_beside_the_needle_is_on_the_lesion(phantom: ProstateCo
     """The B-mode shows the lesion: the most hypoechoic cell next to the core (what the
     ``hypoechoic`` reference glimpses first) lies on it far more often than any of the
     needle path's three cells do."""
-    near = _visibility(G, 1.5).astype(float)
+    near = glimpse_visibility(G, 1.5).astype(float)
     darkest_hits, path_hits = [], []
     for core_id in phantom.core_ids:
         if phantom.record(core_id).involvement <= 0:
