@@ -29,7 +29,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import Tensor
 
-__all__ = ["TorchVecEnv", "VecPPOConfig", "Rollout", "collect_rollout", "compute_gae", "ppo_loss", "VecPPO"]
+__all__ = ["TorchVecEnv", "PreparesActions", "VecPPOConfig", "Rollout", "collect_rollout", "compute_gae", "ppo_loss", "VecPPO"]
 
 SelfVecPPO = TypeVar("SelfVecPPO", bound="VecPPO")
 
@@ -177,6 +177,17 @@ def compute_gae(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[Tens
     return advantages, advantages + rollout.values
 
 
+@runtime_checkable
+class PreparesActions(Protocol):
+    """A policy that can do the parameter-free part of its log-probability once per rollout
+    (``policies.hybrid.HybridActorCriticPolicy``); :meth:`VecPPO._train` then evaluates
+    the prepared actions every epoch instead of the raw ones."""
+
+    def prepare_actions(self, actions: Tensor) -> Tensor: ...
+
+    def evaluate_prepared_actions(self, obs: Tensor, prepared: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
+
+
 LOSS_STATS = ("policy_gradient_loss", "value_loss", "entropy_loss", "clip_fraction", "approx_kl")
 """The diagnostics :func:`ppo_loss` returns, in order."""
 
@@ -189,13 +200,18 @@ def ppo_loss(
     advantages: Tensor,
     returns: Tensor,
     config: VecPPOConfig,
+    evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Clipped surrogate + value loss - entropy bonus for one minibatch (B, ...).
+
+    ``evaluate(observations, actions)`` gives values, log-probs and entropy (default the
+    policy's ``evaluate_actions``; :meth:`VecPPO._train` passes ``evaluate_prepared_actions``
+    for a :class:`PreparesActions` policy).
 
     Returns the loss and its diagnostics (:data:`LOSS_STATS`) as one detached tensor on the
     loss's device: reading them with ``.item()`` per minibatch would make a GPU wait for
     every minibatch; the caller averages them once per update."""
-    values, log_prob, entropy = policy.evaluate_actions(observations, actions)  # (B, 1), (B,), (B,)
+    values, log_prob, entropy = (evaluate or policy.evaluate_actions)(observations, actions)  # (B, 1), (B,), (B,)
     if config.normalize_advantage and advantages.numel() > 1:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     ratio = th.exp(log_prob - old_log_probs)  # (B,)
@@ -341,6 +357,9 @@ class VecPPO(BaseAlgorithm):
         size = rollout.rewards.numel()
         flat_obs = rollout.observations.reshape(size, *rollout.observations.shape[2:])  # (T*N, *obs)
         flat_actions = rollout.actions.reshape(size, *rollout.actions.shape[2:])  # (T*N, *act)
+        evaluate = self.policy.evaluate_actions
+        if isinstance(self.policy, PreparesActions):  # the action-only maths once, not once per epoch
+            flat_actions, evaluate = self.policy.prepare_actions(flat_actions), self.policy.evaluate_prepared_actions
         flat = [flat_obs, flat_actions, rollout.log_probs.reshape(size), advantages.reshape(size), returns.reshape(size)]
         parameters = list(self.policy.parameters())
         stats = th.zeros(len(LOSS_STATS), device=self.device)
@@ -350,7 +369,8 @@ class VecPPO(BaseAlgorithm):
             shuffled = [x[order] for x in flat]  # one gather per epoch; minibatches are then views
             for start in range(0, size, config.batch_size):
                 loss, batch_stats = ppo_loss(
-                    self.policy, *(x[start:start + config.batch_size] for x in shuffled), config=config
+                    self.policy, *(x[start:start + config.batch_size] for x in shuffled), config=config,
+                    evaluate=evaluate,
                 )
                 self.policy.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -202,6 +202,20 @@ class HybridActorCriticPolicy(ActorCriticPolicy):
         distribution, values = self._heads(self.mlp_extractor.forward_actor(self.extract_features(obs)))
         return values, distribution.log_prob(actions), distribution.entropy()
 
+    def prepare_actions(self, actions: th.Tensor) -> th.Tensor:
+        """``actions`` as :meth:`evaluate_prepared_actions` takes them: the parameter-free part
+        of the log-probability (inverse squash, Jacobian) done once, for trainers that
+        evaluate the same actions every epoch (``agents.vec_ppo``). Unchanged for the
+        independent heads."""
+        prepare = getattr(self.action_dist, "prepare_actions", None)
+        return actions if prepare is None else prepare(actions)
+
+    def evaluate_prepared_actions(self, obs: th.Tensor, prepared: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """:meth:`evaluate_actions` of :meth:`prepare_actions`' output (the same values)."""
+        distribution, values = self._heads(self.mlp_extractor.forward_actor(self.extract_features(obs)))
+        log_prob = getattr(distribution, "log_prob_prepared", distribution.log_prob)
+        return values, log_prob(prepared), distribution.entropy()
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data.update(

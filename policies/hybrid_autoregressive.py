@@ -193,16 +193,31 @@ class PolymerConditionedDistribution(Distribution):
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         """Exact joint log-density of (B, 2 + D) actions -> (B,)."""
+        return self.log_prob_prepared(self.prepare_actions(actions), actions.dtype)
+
+    def prepare_actions(self, actions: th.Tensor) -> th.Tensor:
+        """The parameter-free part of :meth:`log_prob`, (B, 2 + D) actions -> (B, 3 + D) float64:
+        polymer, coverage, ``log|dx/du|`` and the latent ``u``.
+
+        PPO evaluates the same actions under new parameters every epoch; computing the
+        inverse squash and its Jacobian once per rollout instead of once per minibatch
+        removes about 60 small kernels from every update step, with the same values."""
         first, physical, second = self._split(actions)
-        mean, log_std, second_logits = self._given(first)  # (B, D), (B, D), (B, C)
         latent = self.squash.inverse(physical, first)  # (B, D) float64
-        free = self.free.to(actions.device)[first]  # (B, D)
-        gaussian = th.distributions.Normal(mean.double(), log_std.exp().double()).log_prob(latent)  # (B, D)
-        continuous = th.where(free, gaussian, th.zeros_like(gaussian)).sum(-1)  # (B,)
-        continuous = continuous - self.squash.log_abs_det_jacobian(latent, first)  # (B,)
+        log_det = self.squash.log_abs_det_jacobian(latent, first)  # (B,)
+        return th.cat([first[:, None].double(), second[:, None].double(), log_det[:, None], latent], dim=-1)
+
+    def log_prob_prepared(self, prepared: th.Tensor, dtype: th.dtype = th.float32) -> th.Tensor:
+        """:meth:`log_prob` of actions given as :meth:`prepare_actions` returns them (of ``dtype``) -> (B,)."""
+        first, second = prepared[:, 0].long(), prepared[:, 1].long()
+        log_det, latent = prepared[:, 2], prepared[:, 3:]  # (B,), (B, D)
+        mean, log_std, second_logits = self._given(first)  # (B, D), (B, D), (B, C)
+        scale = log_std.exp().double()  # Normal(mean, scale).log_prob(latent), without its argument checks
+        gaussian = -((latent - mean.double()) ** 2) / (2 * scale**2) - scale.log() - math.log(math.sqrt(2 * math.pi))
+        continuous = th.where(self.free.to(prepared.device)[first], gaussian, th.zeros_like(gaussian)).sum(-1) - log_det
         first_lp = self.first_logits.gather(1, first[:, None]).squeeze(1)  # (B,)
         second_lp = second_logits.gather(1, second[:, None]).squeeze(1)  # (B,)
-        return first_lp + continuous.to(actions.dtype) + second_lp
+        return first_lp + continuous.to(dtype) + second_lp
 
     def entropy(self) -> th.Tensor:
         """``H(k) + sum_k p(k) [H(u | k) + H(c | k)]`` -> (B,)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -119,6 +121,44 @@ def _train(seed: int, steps: int, **kwargs) -> VecPPO:
 def test_same_seed_same_training_curve() -> None:
     a, b = _train(1, 2048), _train(1, 2048)
     for p, q in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("conditioning", ["polymer", "independent"])
+def test_prepared_actions_give_the_same_log_probs_and_the_same_training(monkeypatch, conditioning: str) -> None:
+    """Preparing the actions once per rollout is an optimisation only: the same log-probs
+    bit for bit, and the same parameters after training as evaluating the raw actions."""
+    import agents.vec_ppo as vec_ppo
+
+    venv = make_sb3_vec_env("Hydrogel-v0", 32, 0, SMALL)
+    policy = HybridActorCriticPolicy(venv.observation_space, venv.action_space, lambda _: 1e-3,
+                                     net_arch=[32], conditioning=conditioning)
+    obs = torch.as_tensor(venv.reset())
+    with torch.no_grad():
+        actions, _, log_prob = policy(obs)
+        raw = policy.evaluate_actions(obs, actions)
+        prepared = policy.evaluate_prepared_actions(obs, policy.prepare_actions(actions))
+    for x, y in zip(raw, prepared, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    torch.testing.assert_close(raw[1], log_prob, rtol=0, atol=0)
+
+    calls = []
+    real = HybridActorCriticPolicy.evaluate_prepared_actions
+    monkeypatch.setattr(HybridActorCriticPolicy, "evaluate_prepared_actions",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    kwargs = {"policy_kwargs": dict(net_arch=[64, 64], conditioning=conditioning)}
+    fast = VecPPO(HybridActorCriticPolicy, make_sb3_vec_env("Hydrogel-v0", 32, 1, SMALL), n_steps=32, batch_size=256,
+                  n_epochs=5, learning_rate=1e-3, seed=1, **kwargs).learn(2048)
+    assert len(calls) == 2 * 5 * 4  # 2 iterations x 5 epochs x 4 minibatches, all prepared
+
+    class Never(Protocol):  # no policy prepares its actions
+        def never_implemented(self) -> None: ...
+
+    monkeypatch.setattr(vec_ppo, "PreparesActions", runtime_checkable(Never))
+    slow = VecPPO(HybridActorCriticPolicy, make_sb3_vec_env("Hydrogel-v0", 32, 1, SMALL), n_steps=32, batch_size=256,
+                  n_epochs=5, learning_rate=1e-3, seed=1, **kwargs).learn(2048)
+    assert len(calls) == 40  # the raw path did not prepare
+    for p, q in zip(fast.policy.parameters(), slow.policy.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
