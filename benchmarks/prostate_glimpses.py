@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import envs  # noqa: F401  (registers Prostate-v0)
+import envs
 from agents.baselines.prostate import glimpse_visibility
 from agents.evaluation import ReferencePlayer, play, schedule_episodes
 from benchmarks.agent_spec import AgentSpec, build_agent, parse_agent_spec
@@ -72,7 +72,7 @@ def glimpse_coverage(records: list[EpisodeRecord], env: gym.Env) -> dict[str, An
 
 
 def _play_split(spec: AgentSpec, split: str, seed: int) -> dict[str, Any]:
-    kwargs = {**spec.env_kwargs(ENV_ID), "split": split, "relative_reward": False}
+    kwargs = {**spec.env_kwargs(ENV_ID), **envs.entry(ENV_ID).evaluation.test_kwargs, "split": split}  # plain rewards
     env = gym.make(ENV_ID, **kwargs)
     wrap = build_wrapper(spec.env_wrapper())
     if wrap is not None:
