@@ -12,9 +12,11 @@ from gymnasium import spaces
 
 from envs.amg.graph import (
     EDGE_FEATURE_NAMES,
+    EVOLUTION_FEATURE_NAMES,
     GridGraph,
     LevelGraph,
     coarse_coordinates,
+    evolution_edge_features,
     grid_coordinates,
     grid_graph,
     level_graph,
@@ -119,7 +121,7 @@ class AnisotropicAMGEnv(gym.Env):
     |---|---|---|---|---|
     | node_features | (N, m + 2), multilevel (N, m + 3) | float32 | m random vectors after 5 weighted-Jacobi sweeps (omega 2/3) on A_l e = 0, z-scored; node coordinates x/(n-1), y/(n-1) (grid index, or aggregate centroid); multilevel: the level index l / 9 | [-sqrt N, sqrt N]; [0, 1]; [0, 1] |
     | edge_index | (2, E) | int64 | [source; target] node of each edge, sorted by source then target (CSR order); finest: the same for every matrix of size n | [0, N - 1] |
-    | edge_features | (E, 8) | float32 | :data:`envs.amg.graph.EDGE_FEATURE_NAMES`: A_ij / row max abs, -A_ij / sqrt(A_ii A_jj), doubled-angle direction (cos 2phi, sin 2phi: the same for (i, j) and its mirror edge), is-diagonal, algebraic distance of the smoothed vectors / row max, alignment with the row's strong diffusion direction, the row's anisotropy | [-1, 1] |
+    | edge_features | (E, 8), with ``evolution_features`` (E, 10) | float32 | :data:`envs.amg.graph.EDGE_FEATURE_NAMES` (then :data:`envs.amg.graph.EVOLUTION_FEATURE_NAMES`): A_ij / row max abs, -A_ij / sqrt(A_ii A_jj), doubled-angle direction (cos 2phi, sin 2phi: the same for (i, j) and its mirror edge), is-diagonal, algebraic distance of the smoothed vectors / row max, alignment with the row's strong diffusion direction, the row's anisotropy | [-1, 1] |
     | graph_size (multilevel only) | (2,) | int64 | [N_l, E_l] of the current level | [0, E] |
 
     ## Rewards
@@ -172,10 +174,11 @@ class AnisotropicAMGEnv(gym.Env):
     | max_iterations | int | 300 | PCG iteration cap |
     | problem_seed | int | 0 | which parameter draw |
     | report_timings | bool | False | add wall-clock setup/solve seconds to ``info`` |
+    | evolution_features | bool | False | append :data:`envs.amg.graph.EVOLUTION_FEATURE_NAMES` (PyAMG's evolution measure on the level, with the level's B) to ``edge_features``: (E, 10) |
 
     ## Version History
-    - v0: initial release; ``mode`` and ``problem_family`` added with defaults that keep
-      the original behaviour (the ``is_diagonal`` and ``a_over_diagonal`` features are
+    - v0: initial release; ``mode``, ``problem_family`` and ``evolution_features`` added
+      with defaults that keep the original behaviour (the ``is_diagonal`` and ``a_over_diagonal`` features are
       unchanged on constant-coefficient grids).
     """
 
@@ -192,6 +195,7 @@ class AnisotropicAMGEnv(gym.Env):
         max_iterations: int = 300,
         problem_seed: int = 0,
         report_timings: bool = False,
+        evolution_features: bool = False,
     ) -> None:
         self.grid_size = _as_int(grid_size, "grid_size", 2)
         self.n_smoothed_vectors = _as_int(n_smoothed_vectors, "n_smoothed_vectors", 1)
@@ -200,6 +204,11 @@ class AnisotropicAMGEnv(gym.Env):
         if not isinstance(report_timings, bool):
             raise TypeError(f"report_timings must be a bool, got {report_timings!r}")
         self.report_timings = report_timings
+        if not isinstance(evolution_features, bool):
+            raise TypeError(f"evolution_features must be a bool, got {evolution_features!r}")
+        self.evolution_features = evolution_features
+        self.edge_feature_names: tuple[str, ...] = EDGE_FEATURE_NAMES + (EVOLUTION_FEATURE_NAMES if evolution_features else ())
+        """The columns of ``edge_features``, in order."""
         self.mode = parse_choice(EpisodeMode, mode, "mode")
         self.problem_family = parse_choice(ProblemFamily, problem_family, "problem_family")
         self.coarse_strength = parse_choice(StrengthMeasure, coarse_strength, "coarse_strength")
@@ -207,6 +216,7 @@ class AnisotropicAMGEnv(gym.Env):
         self.problems: list[Problem] = split_problems(self.split, self.grid_size, self.problem_seed, self.problem_family)
         self.graph: GridGraph = grid_graph(self.grid_size)
         self._operator_features: dict[int, np.ndarray] = {}
+        self._fine_evolution_features: dict[int, np.ndarray] = {}
         """Per case, the fine operator's edge features that do not depend on the random
         vectors (:func:`envs.amg.graph.operator_edge_features`), at most
         :data:`OPERATOR_FEATURE_CACHE_BYTES` of them."""
@@ -218,7 +228,7 @@ class AnisotropicAMGEnv(gym.Env):
             # a z-score of N values is at most sqrt(N - 1) in magnitude
             "node_features": spaces.Box(-np.sqrt(n_nodes), np.sqrt(n_nodes), (n_nodes, n_node_features), np.float32),
             "edge_index": spaces.Box(0, n_nodes - 1, (2, self.edge_capacity), np.int64),
-            "edge_features": spaces.Box(-1.0, 1.0, (self.edge_capacity, len(EDGE_FEATURE_NAMES)), np.float32),
+            "edge_features": spaces.Box(-1.0, 1.0, (self.edge_capacity, len(self.edge_feature_names)), np.float32),
         }
         if multilevel:
             spaces_["graph_size"] = spaces.Box(0, self.edge_capacity, (2,), np.int64)
@@ -280,10 +290,22 @@ class AnisotropicAMGEnv(gym.Env):
                 self._operator_features[self._case] = cached
         return cached
 
+    def _evolution_features(self, matrix: sp.spmatrix, fine: bool) -> np.ndarray:
+        """The current level's :func:`evolution_edge_features` (B of the level; the fine level's once per case)."""
+        if fine and self._case in self._fine_evolution_features:
+            return self._fine_evolution_features[self._case]
+        candidates = self._hierarchy.levels[-1].B if self._hierarchy is not None else None
+        features = evolution_edge_features(matrix, self._level_graph, candidates)
+        if fine and (len(self._fine_evolution_features) + 1) * features.nbytes <= OPERATOR_FEATURE_CACHE_BYTES:
+            self._fine_evolution_features[self._case] = features
+        return features
+
     def _observe(self, matrix: sp.spmatrix) -> dict[str, np.ndarray]:
         fine = self._level_graph is self.graph
         operator = self._fine_operator_features(matrix) if fine else None
         obs = observation(matrix, self._level_graph, self.n_smoothed_vectors, self.np_random, operator)
+        if self.evolution_features:
+            obs["edge_features"] = np.concatenate([obs["edge_features"], self._evolution_features(matrix, fine)], axis=1)
         if self.mode is EpisodeMode.FINEST:
             self._last_observation = obs
             return obs
@@ -294,7 +316,7 @@ class AnisotropicAMGEnv(gym.Env):
         node_features[:n_nodes, -1] = level / (MAX_LEVELS - 1)
         edge_index = np.zeros((2, self.edge_capacity), np.int64)  # (2, E)
         edge_index[:, :n_edges] = obs["edge_index"]
-        edge_features = np.zeros((self.edge_capacity, len(EDGE_FEATURE_NAMES)), np.float32)  # (E, Fe)
+        edge_features = np.zeros((self.edge_capacity, len(self.edge_feature_names)), np.float32)  # (E, Fe)
         edge_features[:n_edges] = obs["edge_features"]
         self._last_observation = {
             "node_features": node_features,

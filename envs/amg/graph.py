@@ -21,12 +21,14 @@ import scipy.sparse as sp
 
 __all__ = [
     "EDGE_FEATURE_NAMES",
+    "EVOLUTION_FEATURE_NAMES",
     "JACOBI_OMEGA",
     "JACOBI_SWEEPS",
     "GridGraph",
     "LevelGraph",
     "coarse_coordinates",
     "edge_features",
+    "evolution_edge_features",
     "operator_edge_features",
     "edge_values",
     "grid_graph",
@@ -55,6 +57,13 @@ EDGE_FEATURE_NAMES: tuple[str, ...] = (
     "alignment",  # |cos| between the edge and the row's principal diffusion direction, in [0, 1]
     "row_anisotropy",  # 1 - lambda_min / lambda_max of the row's diffusion tensor, in [0, 1]
 )
+
+EVOLUTION_FEATURE_NAMES: tuple[str, ...] = (
+    "evolution_strong",  # +1 when PyAMG's evolution measure (default options) keeps the edge, -1 when it drops it
+    "evolution_measure",  # the measure without its drop tolerance (epsilon = inf), symmetrised and row-scaled, in [0, 1]
+)
+"""Optional edge features (``AnisotropicAMG-v0(evolution_features=True)``): the strong
+classical measure as an input, so a policy can start from it and learn where to deviate."""
 
 _OFFSETS = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)])  # (8, 2)
 """Neighbour offsets sorted by flat offset dx * n + dy, so each row's edges are in column order."""
@@ -274,6 +283,28 @@ def operator_edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph) 
         axis=1,
     )  # (E, Fe)
     return features.astype(np.float32)
+
+
+def evolution_edge_features(matrix: sp.spmatrix, graph: GridGraph | LevelGraph,
+                            candidates: np.ndarray | None = None) -> np.ndarray:
+    """(E, 2) float32 :data:`EVOLUTION_FEATURE_NAMES` of one level's operator.
+
+    The measure is ``pyamg.strength.evolution_strength_of_connection`` with PyAMG's
+    defaults and the level's near-nullspace ``candidates`` (B; None = ones), exactly what
+    ``strength=('evolution', {})`` computes on that level, so selecting the edges with
+    ``evolution_strong = +1`` on every level reproduces the evolution baseline's C;
+    ``evolution_measure`` orders every edge, dropped or kept, by the same measure
+    (a threshold on it plays the role of the drop tolerance epsilon).
+    """
+    from pyamg.strength import evolution_strength_of_connection  # pyamg is a solver dependency, not a graph one
+
+    operator = sp.csr_matrix(matrix, dtype=np.float64)
+    B = np.ones((operator.shape[0], 1)) if candidates is None else np.asarray(candidates, dtype=np.float64)
+    strong = sp.csr_array(evolution_strength_of_connection(operator, B))
+    strong.eliminate_zeros()
+    kept = edge_values(strong, graph) > 0  # (E,) the diagonal is dropped by edge_values
+    measure = edge_values(sp.csr_array(evolution_strength_of_connection(operator, B, epsilon=np.inf)), graph)  # (E,)
+    return np.stack([np.where(kept, 1.0, -1.0), np.clip(measure, 0.0, 1.0)], axis=1).astype(np.float32)
 
 
 def edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph, vectors: np.ndarray,
