@@ -1,6 +1,6 @@
 """What one HYDRA-BERT Stage 2 iteration costs here, against its arithmetic floor.
 
-``python -m benchmarks.stage2_cost [--iterations 3] [--threads 2] [--out FILE]``
+``python -m benchmarks.stage2_cost [--iterations 3] [--threads 2] [--matmul-dtype bfloat16] [--out FILE]``
 
 One iteration of ``train/configs/stage2.yml`` (2000 envs x 100 steps = 200,000 designs,
 10 epochs of minibatch 2048) is timed for two trainers on the same batched torch env
@@ -18,6 +18,10 @@ iteration does 10 epochs x 200,000 samples of forward + backward plus 200,000 fo
 for the rollout. The rate is the median of repeated (2048 x 256) @ (256 x 256) matmuls
 with the same threads. Reported: medians over iterations of rollout and update seconds
 per trainer, the floor, and (iteration seconds) / floor; x 200 for the full run.
+
+``--matmul-dtype bfloat16`` runs both trainers' policies with bfloat16 matrix products
+(``policy_kwargs.matmul_dtype``); the floor stays the float32 one (the issue's), and the
+same arithmetic at the measured bfloat16 rate is reported beside it.
 """
 
 from __future__ import annotations
@@ -56,9 +60,9 @@ def linear_flops(policy: torch.nn.Module) -> tuple[int, int]:
     return forward, 2 * forward - 2 * first.in_features * first.out_features
 
 
-def matmul_rate(repeats: int = 50) -> float:
-    """Median fp32 FLOP/s of (2048 x 256) @ (256 x 256), the update's typical shape."""
-    a, b = torch.randn(2048, 256), torch.randn(256, 256)
+def matmul_rate(repeats: int = 50, dtype: torch.dtype = torch.float32) -> float:
+    """Median FLOP/s of (2048 x 256) @ (256 x 256) in ``dtype`` (default fp32), the update's typical shape."""
+    a, b = torch.randn(2048, 256, dtype=dtype), torch.randn(256, 256, dtype=dtype)
     for _ in range(5):
         a @ b
     rates = []
@@ -69,15 +73,15 @@ def matmul_rate(repeats: int = 50) -> float:
     return statistics.median(rates)
 
 
-def _settings() -> dict[str, Any]:
+def _settings(matmul_dtype: str) -> dict[str, Any]:
     config = resolve_config("vec-ppo", "Hydrogel-v0", config_file=STAGE2_CONFIG)
     algo = {k: parse_schedule(k, v) for k, v in config.algo_kwargs.items()}
-    return {"n_envs": config.n_envs, "algo": algo, "policy_kwargs": config.policy_kwargs}
+    return {"n_envs": config.n_envs, "algo": algo, "policy_kwargs": {**config.policy_kwargs, "matmul_dtype": matmul_dtype}}
 
 
-def measure(iterations: int = 3, seed: int = 0) -> dict[str, Any]:
+def measure(iterations: int = 3, seed: int = 0, matmul_dtype: str = "float32") -> dict[str, Any]:
     """Rollout and update seconds of both trainers per iteration, and the floor."""
-    settings = _settings()
+    settings = _settings(matmul_dtype)
     algo, n_envs = settings["algo"], settings["n_envs"]
     n_steps, samples = algo["n_steps"], algo["n_steps"] * n_envs
     vec_env, sb3_env = HydrogelSB3VecEnv(n_envs), HydrogelSB3VecEnv(n_envs)
@@ -111,6 +115,7 @@ def measure(iterations: int = 3, seed: int = 0) -> dict[str, Any]:
     flop = algo["n_epochs"] * samples * (forward + backward) + samples * forward
     rate = matmul_rate()
     floor = flop / rate
+    bf16_rate = matmul_rate(dtype=torch.bfloat16)
     median = {k: statistics.median(v) for k, v in times.items()}
     vec_iteration = median["vec_rollout"] + median["vec_update"]
     sb3_iteration = median["sb3_rollout"] + median["sb3_update"]
@@ -119,6 +124,7 @@ def measure(iterations: int = 3, seed: int = 0) -> dict[str, Any]:
         "policy_parameters": sum(p.numel() for p in vec.policy.parameters()),
         "flop_per_sample_forward": forward, "flop_per_sample_backward": backward,
         "flop_per_iteration": flop, "matmul_gflops": rate / 1e9, "floor_seconds": floor,
+        "matmul_dtype": matmul_dtype, "bf16_matmul_gflops": bf16_rate / 1e9, "bf16_floor_seconds": flop / bf16_rate,
         "median_seconds": median, "all_seconds": times,
         "vec_ppo_iteration_seconds": vec_iteration, "sb3_ppo_iteration_seconds": sb3_iteration,
         "vec_ppo_over_floor": vec_iteration / floor, "sb3_ppo_over_floor": sb3_iteration / floor,
@@ -140,6 +146,10 @@ def _markdown(result: dict[str, Any]) -> str:
         f" {result['sb3_ppo_over_floor']:.2f} | {result['full_run_minutes']['sb3_ppo']:.0f} |",
         f"| floor ({result['flop_per_iteration'] / 1e12:.2f} TFLOP at {result['matmul_gflops']:.0f} GFLOP/s) | | |"
         f" {result['floor_seconds']:.2f} | 1.00 | {result['full_run_minutes']['floor']:.0f} |",
+        f"| bf16 floor (the same at {result['bf16_matmul_gflops']:.0f} GFLOP/s) | | |"
+        f" {result['bf16_floor_seconds']:.2f} | {result['bf16_floor_seconds'] / result['floor_seconds']:.2f} |"
+        f" {ITERATIONS_OF_THE_SEED * result['bf16_floor_seconds'] / 60:.0f} |",
+        f"(policy matmuls in {result['matmul_dtype']})",
     ])
 
 
@@ -148,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--matmul-dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="policy_kwargs.matmul_dtype of both trainers (default float32)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/stage2_cost.json"))
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.threads < 1:
         parser.error("--iterations and --threads must be >= 1")
     torch.set_num_threads(args.threads)
-    result = measure(args.iterations, args.seed)
+    result = measure(args.iterations, args.seed, args.matmul_dtype)
     command = shlex.join(["python", "-m", "benchmarks.stage2_cost", *(sys.argv[1:] if argv is None else argv)])
     result["provenance"] = {**provenance([]), "command": command}
     args.out.parent.mkdir(parents=True, exist_ok=True)
