@@ -300,10 +300,10 @@ def evolution_edge_features(matrix: sp.spmatrix, graph: GridGraph | LevelGraph,
 
     operator = sp.csr_matrix(matrix, dtype=np.float64)
     B = np.ones((operator.shape[0], 1)) if candidates is None else np.asarray(candidates, dtype=np.float64)
-    strong = sp.csr_array(evolution_strength_of_connection(operator, B))
-    strong.eliminate_zeros()
-    kept = edge_values(strong, graph) > 0  # (E,) the diagonal is dropped by edge_values
-    measure = edge_values(sp.csr_array(evolution_strength_of_connection(operator, B, epsilon=np.inf)), graph)  # (E,)
+    pattern = sp.csr_array((np.ones(graph.n_edges), (graph.rows, graph.cols)), shape=operator.shape)
+    on_graph = lambda m: sp.csr_array(m).multiply(pattern).tocsr()  # noqa: E731 an entry off A's pattern (rare on coarse levels) cannot be selected
+    kept = edge_values(on_graph(evolution_strength_of_connection(operator, B)), graph) > 0  # (E,)
+    measure = edge_values(on_graph(evolution_strength_of_connection(operator, B, epsilon=np.inf)), graph)  # (E,)
     return np.stack([np.where(kept, 1.0, -1.0), np.clip(measure, 0.0, 1.0)], axis=1).astype(np.float32)
 
 
