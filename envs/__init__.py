@@ -118,6 +118,8 @@ ENTRIES: dict[str, EnvEntry] = {
                 ReferenceAgent("direction", "agents.baselines.amg:direction_agent", env_kwargs={"mode": "finest"}),
                 ReferenceAgent("direction_every_level", "agents.baselines.amg:direction_agent",
                                env_kwargs={"mode": "multilevel"}),
+                ReferenceAgent("evolution_threshold", "agents.baselines.amg:evolution_threshold_agent",
+                               env_kwargs={"mode": "multilevel", "evolution_features": True}),
             ),
             summary="strong edges (strength of connection) for PyAMG smoothed aggregation, on one or every level",
         ),

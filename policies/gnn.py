@@ -221,7 +221,10 @@ class EdgeScorer(nn.Module):
     REINFORCE's noisy gradient finds far sooner than the same rule through the MLP.
     ``edge_linear_init`` (one weight per edge feature) starts ``w`` at a given rule
     instead, e.g. the direction heuristic (weight 1 on AnisotropicAMG's ``alignment``):
-    a warm start that training must then improve on.
+    a warm start that training must then improve on. ``edge_linear_bias`` (None: no bias)
+    adds a learnable bias to that path, so that a threshold rule ``w . e > t`` on a feature
+    (select an edge when logit > 0) is expressible, e.g. w = W on ``evolution_measure``
+    and bias -W t.
     """
 
     def __init__(
@@ -234,6 +237,7 @@ class EdgeScorer(nn.Module):
         heads: int = 2,
         value_head: bool = True,
         edge_linear_init: tuple[float, ...] | list[float] | None = None,
+        edge_linear_bias: float | None = None,
     ) -> None:
         super().__init__()
         for name, value, low in (("node_dim", node_dim, 1), ("edge_dim", edge_dim, 1), ("hidden_dim", hidden_dim, 1),
@@ -250,8 +254,10 @@ class EdgeScorer(nn.Module):
         self.edge_head = nn.Sequential(nn.Linear(3 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
         nn.init.normal_(self.edge_head[-1].weight, std=1e-3)  # near-uniform selection at start
         nn.init.zeros_(self.edge_head[-1].bias)
-        self.edge_linear = nn.Linear(edge_dim, 1, bias=False)
+        self.edge_linear = nn.Linear(edge_dim, 1, bias=edge_linear_bias is not None)
         nn.init.zeros_(self.edge_linear.weight)
+        if edge_linear_bias is not None:
+            nn.init.constant_(self.edge_linear.bias, float(edge_linear_bias))
         if edge_linear_init is not None:
             if len(edge_linear_init) != edge_dim:
                 raise ValueError(f"edge_linear_init must have one weight per edge feature ({edge_dim}), "
@@ -397,6 +403,7 @@ class GNNEdgePolicy(ActorCriticPolicy):
             :class:`EdgeSelectionDistribution`.
         edge_linear_init: initial weights of the scorer's linear edge path (one per edge
             feature; None = zeros). See :class:`EdgeScorer`.
+        edge_linear_bias: initial bias of that path (None: the path has no bias).
         optimizer_class, optimizer_kwargs: as in SB3.
     """
 
@@ -415,6 +422,7 @@ class GNNEdgePolicy(ActorCriticPolicy):
         entropy_samples: int = 16,
         entropy_rows: int | None = 64,
         edge_linear_init: list[float] | None = None,
+        edge_linear_bias: float | None = None,
         use_sde: bool = False,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
@@ -441,6 +449,7 @@ class GNNEdgePolicy(ActorCriticPolicy):
         self.backbone, self.hidden_dim, self.n_layers, self.heads = backbone, hidden_dim, n_layers, heads
         self.entropy_samples, self.entropy_rows = entropy_samples, entropy_rows
         self.edge_linear_init = None if edge_linear_init is None else [float(w) for w in edge_linear_init]
+        self.edge_linear_bias = None if edge_linear_bias is None else float(edge_linear_bias)
         self.temperature = temperature
         self.use_sde, self.share_features_extractor, self.dist_kwargs = False, True, None
         per_row = (
@@ -465,7 +474,7 @@ class GNNEdgePolicy(ActorCriticPolicy):
         node_dim = self.observation_space["node_features"].shape[-1]
         edge_dim = self.observation_space["edge_features"].shape[-1]
         self.scorer = EdgeScorer(node_dim, edge_dim, self.hidden_dim, self.n_layers, self.backbone, self.heads,
-                                 edge_linear_init=self.edge_linear_init)
+                                 edge_linear_init=self.edge_linear_init, edge_linear_bias=self.edge_linear_bias)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -474,7 +483,8 @@ class GNNEdgePolicy(ActorCriticPolicy):
             lr_schedule=self._dummy_schedule, k=self.k, distribution=self.distribution.value,
             backbone=self.backbone.value, hidden_dim=self.hidden_dim, n_layers=self.n_layers, heads=self.heads,
             temperature=self.temperature, entropy_samples=self.entropy_samples, entropy_rows=self.entropy_rows,
-            edge_linear_init=self.edge_linear_init, optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs,
+            edge_linear_init=self.edge_linear_init, edge_linear_bias=self.edge_linear_bias,
+            optimizer_class=self.optimizer_class, optimizer_kwargs=self.optimizer_kwargs,
         )
         return data
 

@@ -5,11 +5,13 @@ or every level in ``mode="multilevel"``), as the learned policy does; the solver
 references (:func:`solver_references`) run PyAMG's measures on every level, so the
 table shows both what the agent's formulation can reach and what classical AMG
 reaches outside it. Reference names: ``random`` (the agent's own mode), ``direction``
-(finest level only), ``direction_every_level`` (multi-level mode).
+(finest level only), ``direction_every_level`` (multi-level mode), ``evolution_threshold``
+(multi-level mode: a threshold on the undropped evolution measure, tuned on training cases).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import gymnasium as gym
@@ -18,13 +20,14 @@ import scipy.sparse as sp
 from pyamg.strength import evolution_strength_of_connection
 
 from envs.amg import DEFAULT_EDGES_PER_ROW, AnisotropicAMGEnv
-from envs.amg.graph import EDGE_FEATURE_NAMES
+from envs.amg.graph import EDGE_FEATURE_NAMES, EVOLUTION_FEATURE_NAMES
 from envs.amg.metrics import solver_record, summarise_solves
 from envs.amg.solver import SolveResult, SolverFailure, StrengthMeasure, finest_level_strength, solve
 
 __all__ = [
-    "AMGDirectionAgent", "AMGRandomKPerRowAgent", "direction_agent", "edges_per_row", "random_k_per_row_agent",
-    "solver_baselines", "solver_references",
+    "AMGDirectionAgent", "AMGMeasureThresholdAgent", "AMGRandomKPerRowAgent", "THRESHOLD_GRID", "direction_agent",
+    "edges_per_row", "evolution_threshold_agent", "random_k_per_row_agent", "solver_baselines", "solver_references",
+    "tuned_measure_threshold",
 ]
 
 
@@ -109,6 +112,67 @@ class AMGDirectionAgent:
         self, observation: dict[str, np.ndarray], state: Any = None, episode_start: Any = None, deterministic: bool = True
     ) -> tuple[np.ndarray, Any]:
         return _amg_batched(observation, self._select), state
+
+
+class AMGMeasureThresholdAgent:
+    """AnisotropicAMG-v0 baseline: every edge whose ``evolution_measure`` exceeds a threshold.
+
+    Needs ``AnisotropicAMG-v0(evolution_features=True)``. The measure is PyAMG's evolution
+    measure without its drop tolerance, symmetrised and row-scaled
+    (:func:`envs.amg.graph.evolution_edge_features`), so a threshold on it plays the role
+    of evolution's drop tolerance, applied after symmetrisation; a variable number of
+    edges per row, as evolution keeps.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        if not 0.0 <= float(threshold) < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+        self.threshold = float(threshold)
+
+    def _select(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        features = np.asarray(observation["edge_features"])
+        if features.shape[-1] != len(EDGE_FEATURE_NAMES) + len(EVOLUTION_FEATURE_NAMES):
+            raise ValueError("AMGMeasureThresholdAgent needs AnisotropicAMG-v0(evolution_features=True) observations")
+        return (features[:, -1] > self.threshold).astype(np.int8)
+
+    def predict(
+        self, observation: dict[str, np.ndarray], state: Any = None, episode_start: Any = None, deterministic: bool = True
+    ) -> tuple[np.ndarray, Any]:
+        return _amg_batched(observation, self._select), state
+
+
+THRESHOLD_GRID = (0.06, 0.09, 0.12, 0.15, 0.18, 0.21, 0.25)
+"""Thresholds :func:`tuned_measure_threshold` tries."""
+TUNING_CASES = 32
+"""Training cases the threshold is tuned on."""
+TUNING_GRID_SIZE = 32
+"""Grid the threshold is tuned on, whatever grid it is evaluated on (as a 32 x 32 policy is)."""
+
+
+@lru_cache(maxsize=16)
+def tuned_measure_threshold(problem_family: str, problem_seed: int = 0) -> float:
+    """The :data:`THRESHOLD_GRID` value with the least mean work (operator complexity x PCG
+    iterations) on the first :data:`TUNING_CASES` training cases at 32 x 32, every level."""
+    env = AnisotropicAMGEnv(grid_size=TUNING_GRID_SIZE, split="train", mode="multilevel",
+                            problem_family=problem_family, problem_seed=problem_seed, evolution_features=True)
+    mean_work = {}
+    for threshold in THRESHOLD_GRID:
+        agent, works = AMGMeasureThresholdAgent(threshold), []
+        for case in range(min(TUNING_CASES, env.n_cases)):
+            observation, _ = env.reset(seed=case, options={"case": case})
+            terminated = False
+            while not terminated:
+                observation, _, terminated, _, info = env.step(agent.predict(observation)[0])
+            works.append(np.inf if info["solver_failed"] else info["work"])
+        mean_work[threshold] = float(np.mean(works))
+    return min(THRESHOLD_GRID, key=lambda t: (mean_work[t], t))
+
+
+def evolution_threshold_agent(env: gym.Env, agent: Any, seed: int) -> AMGMeasureThresholdAgent:
+    """Reference "evolution_threshold": :class:`AMGMeasureThresholdAgent` at the threshold tuned
+    on the env's problem family (:func:`tuned_measure_threshold`)."""
+    core = env.unwrapped
+    return AMGMeasureThresholdAgent(tuned_measure_threshold(core.problem_family.value, core.problem_seed))
 
 
 def edges_per_row(agent: Any) -> int:

@@ -298,12 +298,18 @@ def evolution_edge_features(matrix: sp.spmatrix, graph: GridGraph | LevelGraph,
     """
     from pyamg.strength import evolution_strength_of_connection  # pyamg is a solver dependency, not a graph one
 
+    from envs.amg.solver import PYAMG_GLOBAL_SEED, pinned_global_numpy_rng
+
     operator = sp.csr_matrix(matrix, dtype=np.float64)
     B = np.ones((operator.shape[0], 1)) if candidates is None else np.asarray(candidates, dtype=np.float64)
     pattern = sp.csr_array((np.ones(graph.n_edges), (graph.rows, graph.cols)), shape=operator.shape)
     on_graph = lambda m: sp.csr_array(m).multiply(pattern).tocsr()  # noqa: E731 an entry off A's pattern (rare on coarse levels) cannot be selected
-    kept = edge_values(on_graph(evolution_strength_of_connection(operator, B)), graph) > 0  # (E,)
-    measure = edge_values(on_graph(evolution_strength_of_connection(operator, B, epsilon=np.inf)), graph)  # (E,)
+    # the measure's time step comes from a spectral-radius estimate that starts from NumPy's
+    # global RNG: pinned, so that equal operators give equal features
+    with pinned_global_numpy_rng(PYAMG_GLOBAL_SEED):
+        kept = edge_values(on_graph(evolution_strength_of_connection(operator, B)), graph) > 0  # (E,)
+    with pinned_global_numpy_rng(PYAMG_GLOBAL_SEED):
+        measure = edge_values(on_graph(evolution_strength_of_connection(operator, B, epsilon=np.inf)), graph)  # (E,)
     return np.stack([np.where(kept, 1.0, -1.0), np.clip(measure, 0.0, 1.0)], axis=1).astype(np.float32)
 
 

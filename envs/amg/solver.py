@@ -38,6 +38,7 @@ __all__ = [
     "StrengthMeasure",
     "finest_level_strength",
     "per_level_strength",
+    "pinned_global_numpy_rng",
     "solve",
 ]
 
@@ -109,7 +110,7 @@ the caller's global state back afterwards, so equal inputs give equal results.""
 
 
 @contextmanager
-def _pinned_global_numpy_rng(seed: int) -> Iterator[None]:
+def pinned_global_numpy_rng(seed: int) -> Iterator[None]:
     state = np.random.get_state()
     np.random.seed(seed)
     try:
@@ -203,7 +204,7 @@ def solve(
     operator = sp.csr_matrix(matrix)
     ones = np.ones((operator.shape[0], 1))
     try:
-        with warnings.catch_warnings(), _pinned_global_numpy_rng(PYAMG_GLOBAL_SEED):
+        with warnings.catch_warnings(), pinned_global_numpy_rng(PYAMG_GLOBAL_SEED):
             warnings.simplefilter("error", RuntimeWarning)
             start = time.perf_counter()
             hierarchy = pyamg.smoothed_aggregation_solver(operator, B=ones, strength=strength, max_coarse=MAX_COARSE)

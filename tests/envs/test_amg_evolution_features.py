@@ -71,3 +71,59 @@ def test_finest_mode_uses_the_finest_operator_and_caches_per_case() -> None:
 def test_bad_flag_is_named() -> None:
     with pytest.raises(TypeError, match="evolution_features"):
         AnisotropicAMGEnv(grid_size=8, evolution_features="yes")
+
+
+def test_threshold_agent_keeps_a_variable_count_per_row_and_nests() -> None:
+    from agents.baselines.amg import AMGMeasureThresholdAgent
+
+    env = AnisotropicAMGEnv(grid_size=GRID, mode="multilevel", problem_family="heterogeneous", evolution_features=True)
+    obs, _ = env.reset(seed=0, options={"case": 1})
+    loose, tight = AMGMeasureThresholdAgent(0.1).predict(obs)[0], AMGMeasureThresholdAgent(0.3).predict(obs)[0]
+    assert loose.shape == (env.edge_capacity,) and not loose[int(obs["graph_size"][1]):].any()  # no padding bits
+    assert (tight <= loose).all() and tight.sum() < loose.sum()  # a higher threshold keeps a subset
+    rows = obs["edge_index"][0, : int(obs["graph_size"][1])]
+    per_row = np.bincount(rows, weights=loose[: rows.size], minlength=GRID * GRID)
+    assert per_row.min() < per_row.max()  # not a fixed k per row
+    with pytest.raises(ValueError, match="evolution_features"):
+        AMGMeasureThresholdAgent(0.1).predict(AnisotropicAMGEnv(grid_size=8).reset(seed=0)[0])
+    with pytest.raises(ValueError, match="threshold"):
+        AMGMeasureThresholdAgent(1.5)
+
+
+def test_a_policy_warm_started_at_the_threshold_rule_acts_as_the_rule() -> None:
+    """edge_linear_bias makes the rule `evolution_measure > t` one linear path of the GNN policy."""
+    import torch
+
+    from agents.baselines.amg import AMGMeasureThresholdAgent
+    from policies.gnn import GNNEdgePolicy
+
+    env = AnisotropicAMGEnv(grid_size=GRID, mode="multilevel", evolution_features=True)
+    weights = [0.0] * len(env.edge_feature_names)
+    weights[env.edge_feature_names.index("evolution_measure")] = 100.0
+    policy = GNNEdgePolicy(env.observation_space, env.action_space, lambda _: 1e-3, distribution="bernoulli",
+                           edge_linear_init=weights, edge_linear_bias=-100.0 * 0.15)
+    obs, _ = env.reset(seed=0, options={"case": 0})
+    measure = obs["edge_features"][: int(obs["graph_size"][1]), -1]
+    clear = np.abs(measure - 0.15) > 1e-3  # edges the untrained MLP (output ~1e-3) cannot tip over
+    action = policy.predict(obs, deterministic=True)[0]
+    rule = AMGMeasureThresholdAgent(0.15).predict(obs)[0]
+    np.testing.assert_array_equal(action[: measure.size][clear], rule[: measure.size][clear])
+    assert (action[measure.size:] == 0).all()
+    bias = policy.scorer.edge_linear.bias
+    assert bias is not None and bias.requires_grad and torch.isclose(bias, torch.tensor(-15.0)).all()
+    assert GNNEdgePolicy(env.observation_space, env.action_space, lambda _: 1e-3).scorer.edge_linear.bias is None
+
+
+def test_features_do_not_depend_on_numpy_global_rng() -> None:
+    """PyAMG's evolution measure estimates a spectral radius from np.random: pinned here."""
+    from envs.amg.graph import evolution_edge_features, grid_graph
+
+    env = AnisotropicAMGEnv(grid_size=GRID, split="test", problem_family="heterogeneous")
+    matrix = env.problems[0].matrix()
+    np.random.seed(1)
+    first = evolution_edge_features(matrix, grid_graph(GRID))
+    np.random.seed(2)
+    state = np.random.get_state()
+    second = evolution_edge_features(matrix, grid_graph(GRID))
+    np.testing.assert_array_equal(first, second)
+    assert np.random.get_state()[1].tolist() == state[1].tolist()  # the caller's stream is given back
