@@ -216,9 +216,9 @@ class AnisotropicAMGEnv(gym.Env):
         self.problems: list[Problem] = split_problems(self.split, self.grid_size, self.problem_seed, self.problem_family)
         self.graph: GridGraph = grid_graph(self.grid_size)
         self._operator_features: dict[int, np.ndarray] = {}
-        self._fine_evolution_features: dict[int, np.ndarray] = {}
         """Per case, the fine operator's edge features that do not depend on the random
-        vectors (:func:`envs.amg.graph.operator_edge_features`), at most
+        vectors (:func:`envs.amg.graph.operator_edge_features`, then the evolution columns
+        when enabled), at most
         :data:`OPERATOR_FEATURE_CACHE_BYTES` of them."""
         n_nodes = self.graph.n_nodes
         multilevel = self.mode is EpisodeMode.MULTILEVEL
@@ -281,31 +281,24 @@ class AnisotropicAMGEnv(gym.Env):
             self._coordinates = grid_coordinates(self.grid_size)
         return self._observe(problem.matrix()), {"case": case, **problem.describe()}
 
-    def _fine_operator_features(self, matrix: sp.spmatrix) -> np.ndarray:
-        """The current case's :func:`operator_edge_features`, computed once per case."""
-        cached = self._operator_features.get(self._case)
-        if cached is None:
-            cached = operator_edge_features(matrix, self.graph)
-            if (len(self._operator_features) + 1) * cached.nbytes <= OPERATOR_FEATURE_CACHE_BYTES:
-                self._operator_features[self._case] = cached
-        return cached
-
-    def _evolution_features(self, matrix: sp.spmatrix, fine: bool) -> np.ndarray:
-        """The current level's :func:`evolution_edge_features` (B of the level; the fine level's once per case)."""
-        if fine and self._case in self._fine_evolution_features:
-            return self._fine_evolution_features[self._case]
-        candidates = self._hierarchy.levels[-1].B if self._hierarchy is not None else None
-        features = evolution_edge_features(matrix, self._level_graph, candidates)
-        if fine and (len(self._fine_evolution_features) + 1) * features.nbytes <= OPERATOR_FEATURE_CACHE_BYTES:
-            self._fine_evolution_features[self._case] = features
+    def _level_operator_features(self, matrix: sp.spmatrix) -> np.ndarray:
+        """The current level's edge features that depend on the operator only: the columns of
+        :func:`operator_edge_features`, then (``evolution_features``) those of
+        :func:`evolution_edge_features` with the level's B. The fine level's once per case."""
+        fine = self._level_graph is self.graph
+        if fine and self._case in self._operator_features:
+            return self._operator_features[self._case]
+        features = operator_edge_features(matrix, self._level_graph)
+        if self.evolution_features:
+            candidates = self._hierarchy.levels[-1].B if self._hierarchy is not None else None
+            features = np.concatenate([features, evolution_edge_features(matrix, self._level_graph, candidates)], axis=1)
+        if fine and (len(self._operator_features) + 1) * features.nbytes <= OPERATOR_FEATURE_CACHE_BYTES:
+            self._operator_features[self._case] = features
         return features
 
     def _observe(self, matrix: sp.spmatrix) -> dict[str, np.ndarray]:
-        fine = self._level_graph is self.graph
-        operator = self._fine_operator_features(matrix) if fine else None
+        operator = self._level_operator_features(matrix)
         obs = observation(matrix, self._level_graph, self.n_smoothed_vectors, self.np_random, operator)
-        if self.evolution_features:
-            obs["edge_features"] = np.concatenate([obs["edge_features"], self._evolution_features(matrix, fine)], axis=1)
         if self.mode is EpisodeMode.FINEST:
             self._last_observation = obs
             return obs

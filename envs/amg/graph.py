@@ -317,7 +317,8 @@ def edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph, vectors: 
                   operator_features: np.ndarray | None = None) -> np.ndarray:
     """(E, len(EDGE_FEATURE_NAMES)) float32, in the order of :data:`EDGE_FEATURE_NAMES`;
     ``operator_features`` (:func:`operator_edge_features` of the same matrix and graph)
-    skips recomputing the operator's part."""
+    skips recomputing the operator's part; columns it carries after those (e.g.
+    :func:`evolution_edge_features`) are kept, after the named ones."""
     features = operator_edge_features(matrix, graph) if operator_features is None else operator_features.copy()
     by_vector = np.ascontiguousarray(vectors.T)  # (m, N): np.take along rows is ~4x faster than fancy indexing here
     difference = np.take(by_vector, graph.rows, axis=1) - np.take(by_vector, graph.cols, axis=1)  # (m, E)
