@@ -11,11 +11,15 @@ reaches outside it. Reference names: ``random`` (the agent's own mode), ``direct
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pyamg
 import scipy.sparse as sp
 from pyamg.strength import evolution_strength_of_connection
 
@@ -23,6 +27,7 @@ from envs.amg import DEFAULT_EDGES_PER_ROW, AnisotropicAMGEnv
 from envs.amg.graph import EDGE_FEATURE_NAMES, EVOLUTION_FEATURE_NAMES
 from envs.amg.metrics import solver_record, summarise_solves
 from envs.amg.solver import SolveResult, SolverFailure, StrengthMeasure, finest_level_strength, solve
+from envs.cache import cache_path, ensure_cached
 
 __all__ = [
     "AMGDirectionAgent", "AMGMeasureThresholdAgent", "AMGRandomKPerRowAgent", "THRESHOLD_GRID", "direction_agent",
@@ -149,10 +154,20 @@ TUNING_GRID_SIZE = 32
 """Grid the threshold is tuned on, whatever grid it is evaluated on (as a 32 x 32 policy is)."""
 
 
-@lru_cache(maxsize=16)
-def tuned_measure_threshold(problem_family: str, problem_seed: int = 0) -> float:
-    """The :data:`THRESHOLD_GRID` value with the least mean work (operator complexity x PCG
-    iterations) on the first :data:`TUNING_CASES` training cases at 32 x 32, every level."""
+THRESHOLD_CACHE_VERSION = 1
+"""Bump when the tuning (env, grid, cases, rule) changes, so old cache files are not reused."""
+
+
+def _threshold_cache_file(problem_family: str, problem_seed: int) -> Path:
+    fields = {"family": problem_family, "problem_seed": problem_seed, "grid": list(THRESHOLD_GRID),
+              "cases": TUNING_CASES, "size": TUNING_GRID_SIZE, "pyamg": pyamg.__version__,
+              "version": THRESHOLD_CACHE_VERSION}
+    tag = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_path("amg", f"measure_threshold_{tag}.json")
+
+
+def _tune_measure_threshold(problem_family: str, problem_seed: int) -> dict[str, float]:
+    """Mean work of every :data:`THRESHOLD_GRID` value on the tuning cases (about 10 s)."""
     env = AnisotropicAMGEnv(grid_size=TUNING_GRID_SIZE, split="train", mode="multilevel",
                             problem_family=problem_family, problem_seed=problem_seed, evolution_features=True)
     mean_work = {}
@@ -164,8 +179,22 @@ def tuned_measure_threshold(problem_family: str, problem_seed: int = 0) -> float
             while not terminated:
                 observation, _, terminated, _, info = env.step(agent.predict(observation)[0])
             works.append(np.inf if info["solver_failed"] else info["work"])
-        mean_work[threshold] = float(np.mean(works))
-    return min(THRESHOLD_GRID, key=lambda t: (mean_work[t], t))
+        mean_work[str(threshold)] = float(np.mean(works))
+    return mean_work
+
+
+@lru_cache(maxsize=16)
+def tuned_measure_threshold(problem_family: str, problem_seed: int = 0) -> float:
+    """The :data:`THRESHOLD_GRID` value with the least mean work (operator complexity x PCG
+    iterations) on the first :data:`TUNING_CASES` training cases at 32 x 32, every level.
+
+    Tuned once per machine: the mean works are stored in the cache dir (atomic, shared by
+    concurrent processes), since every evaluation of the env needs the reference."""
+    def build(tmp: Path) -> None:
+        tmp.write_text(json.dumps(_tune_measure_threshold(problem_family, problem_seed), sort_keys=True))
+
+    mean_work = json.loads(ensure_cached(_threshold_cache_file(problem_family, problem_seed), build).read_text())
+    return min(THRESHOLD_GRID, key=lambda t: (mean_work[str(t)], t))
 
 
 def evolution_threshold_agent(env: gym.Env, agent: Any, seed: int) -> AMGMeasureThresholdAgent:

@@ -127,3 +127,20 @@ def test_features_do_not_depend_on_numpy_global_rng() -> None:
     second = evolution_edge_features(matrix, grid_graph(GRID))
     np.testing.assert_array_equal(first, second)
     assert np.random.get_state()[1].tolist() == state[1].tolist()  # the caller's stream is given back
+
+
+def test_tuned_threshold_is_stored_once_and_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluator tunes the ``evolution_threshold`` reference in every process; after the
+    first process the tuning comes from the cache dir, with the same answer."""
+    from agents.baselines import amg
+
+    calls = []
+    real = amg._tune_measure_threshold
+    monkeypatch.setattr(amg, "_tune_measure_threshold", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(amg, "TUNING_CASES", 2)  # a different cache key from the real tuning's, and fast
+    amg.tuned_measure_threshold.cache_clear()
+    first = amg.tuned_measure_threshold("heterogeneous", 0)
+    amg.tuned_measure_threshold.cache_clear()  # a new process: only the disk cache is left
+    assert amg.tuned_measure_threshold("heterogeneous", 0) == first
+    assert first in amg.THRESHOLD_GRID and len(calls) == 1
+    amg.tuned_measure_threshold.cache_clear()
