@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from functools import partial
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,6 +17,9 @@ from agents.vec_ppo import VecPPO
 from envs.hydrogel.sb3_vec import make_sb3_vec_env
 from envs.hydrogel.wrappers import HybridBoxAction
 from policies.hybrid import HybridActorCriticPolicy
+
+sys.path.append(str(Path(__file__).parents[1]))  # tests/hydrogel_scoring.py (pytest uses --import-mode=importlib)
+from hydrogel_scoring import mean_design_score  # noqa: E402
 
 SMALL = dict(n_synthetic=20)
 
@@ -76,13 +83,7 @@ def test_bfloat16_training_learns_is_deterministic_and_round_trips(tmp_path) -> 
     env = HybridBoxAction(gym.make("Hydrogel-v0", split="test", **SMALL))
     random_agent = RandomAgent(env.action_space, seed=0)
 
-    def mean_score(agent) -> float:
-        scores = []
-        for case in range(len(env.unwrapped.cohort)):
-            obs, _ = env.reset(seed=case, options={"case": case})
-            scores.append(env.step(agent.predict(obs, deterministic=True)[0])[4]["design_score"])
-        return float(np.mean(scores))
-
+    mean_score = partial(mean_design_score, env)
     assert mean_score(model) > mean_score(random_agent) + 10.0  # the float32 test's margin
     model.save(tmp_path / "bf16.zip")
     loaded = VecPPO.load(tmp_path / "bf16.zip")

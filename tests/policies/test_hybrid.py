@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import sys
+from functools import partial
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +22,9 @@ from envs.hydrogel.wrappers import HybridBoxAction
 from policies.distributions import HybridDistribution, SquashedBoxMap
 from policies.hybrid import HybridActorCriticPolicy
 from policies.hybrid_autoregressive import LOG_STD_RANGE, MEAN_BOUND, PolymerConditionedDistribution, WindowSquash
+
+sys.path.append(str(Path(__file__).parents[1]))  # tests/hydrogel_scoring.py (pytest uses --import-mode=importlib)
+from hydrogel_scoring import mean_design_score  # noqa: E402
 
 SMALL = dict(n_synthetic=20)
 
@@ -124,13 +130,7 @@ def test_ppo_clearly_beats_random_designs_on_a_small_budget() -> None:
     env = HybridBoxAction(gym.make("Hydrogel-v0", split="test", **SMALL))
     random_agent = RandomAgent(env.action_space, seed=0)
 
-    def mean_score(agent) -> float:
-        scores = []
-        for case in range(len(env.unwrapped.cohort)):
-            obs, _ = env.reset(seed=case, options={"case": case})
-            scores.append(env.step(agent.predict(obs, deterministic=True)[0])[4]["design_score"])
-        return float(np.mean(scores))
-
+    mean_score = partial(mean_design_score, env)
     trained, random_score = mean_score(model), mean_score(random_agent)
     assert trained > random_score + 10.0, (trained, random_score)
 
