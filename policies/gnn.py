@@ -268,10 +268,10 @@ class EdgeScorer(nn.Module):
             nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1)) if value_head else None
         )
 
-    def forward(self, graph: GraphBatch) -> tuple[th.Tensor, th.Tensor | None]:
-        """Edge logits (B, E) and values (B,) (None without a value head)."""
-        source, target = graph.edge_index  # (B*E,), (B*E,)
-        edge_code = self.edge_encoder(graph.edge_attr)  # (B*E, H)
+    def node_states(self, graph: GraphBatch) -> tuple[th.Tensor, th.Tensor]:
+        """Node embeddings h (B*N, H) after message passing, and the edge codes (V, H)."""
+        source, _ = graph.edge_index  # (V,)
+        edge_code = self.edge_encoder(graph.edge_attr)  # (V, H)
         row_context = scatter(edge_code, source, dim=0, dim_size=graph.x.shape[0], reduce="mean")  # (B*N, H)
         h = self.node_encoder(graph.x) + row_context  # (B*N, H)
         for conv, norm in zip(self.convs, self.norms):
@@ -280,6 +280,23 @@ class EdgeScorer(nn.Module):
             else:
                 update = conv(h, graph.edge_index)  # (B*N, H)
             h = norm(h + th.relu(update))  # (B*N, H)
+        return h, edge_code
+
+    @staticmethod
+    def pooled(h: th.Tensor, graph: GraphBatch) -> th.Tensor:
+        """[mean, max] of the valid nodes' embeddings per graph, (B, 2H)."""
+        pooled_h, pooled_graph = h, graph.node_graph  # (B*N, H), (B*N,)
+        if graph.node_valid is not None:
+            pooled_h, pooled_graph = h[graph.node_valid], graph.node_graph[graph.node_valid]  # (V_n, H), (V_n,)
+        return th.cat(
+            [global_mean_pool(pooled_h, pooled_graph, graph.n_graphs), global_max_pool(pooled_h, pooled_graph, graph.n_graphs)],
+            dim=-1,
+        )  # (B, 2H)
+
+    def forward(self, graph: GraphBatch) -> tuple[th.Tensor, th.Tensor | None]:
+        """Edge logits (B, E) and values (B,) (None without a value head)."""
+        source, target = graph.edge_index  # (V,), (V,)
+        h, edge_code = self.node_states(graph)  # (B*N, H), (V, H)
         logits = self.edge_head(th.cat([h[source], h[target], edge_code], dim=-1)) + self.edge_linear(graph.edge_attr)  # (V, 1)
         if graph.edge_valid is not None:  # padding edge slots get logit 0 (they are never candidates)
             logits = logits.new_zeros(graph.n_graphs * graph.n_edges, 1).index_copy(
@@ -288,14 +305,7 @@ class EdgeScorer(nn.Module):
         logits = logits.view(graph.n_graphs, graph.n_edges)  # (B, E)
         if self.value_head is None:
             return logits, None
-        pooled_h, pooled_graph = h, graph.node_graph  # (B*N, H), (B*N,)
-        if graph.node_valid is not None:
-            pooled_h, pooled_graph = h[graph.node_valid], graph.node_graph[graph.node_valid]  # (V_n, H), (V_n,)
-        pooled = th.cat(
-            [global_mean_pool(pooled_h, pooled_graph, graph.n_graphs), global_max_pool(pooled_h, pooled_graph, graph.n_graphs)],
-            dim=-1,
-        )  # (B, 2H)
-        return logits, self.value_head(pooled).squeeze(-1)  # (B, E), (B,)
+        return logits, self.value_head(self.pooled(h, graph)).squeeze(-1)  # (B, E), (B,)
 
 
 class EdgeSelectionDistribution(Distribution):

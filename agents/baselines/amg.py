@@ -136,15 +136,18 @@ class AMGMeasureThresholdAgent:
 
     def _select(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         features = np.asarray(observation["edge_features"])
-        if features.shape[-1] != len(EDGE_FEATURE_NAMES) + len(EVOLUTION_FEATURE_NAMES):
+        if features.shape[-1] < len(EDGE_FEATURE_NAMES) + len(EVOLUTION_FEATURE_NAMES):
             raise ValueError("AMGMeasureThresholdAgent needs AnisotropicAMG-v0(evolution_features=True) observations")
-        return (features[:, -1] > self.threshold).astype(np.int8)
+        return (features[:, MEASURE_COLUMN] > self.threshold).astype(np.int8)
 
     def predict(
         self, observation: dict[str, np.ndarray], state: Any = None, episode_start: Any = None, deterministic: bool = True
     ) -> tuple[np.ndarray, Any]:
         return _amg_batched(observation, self._select), state
 
+
+MEASURE_COLUMN = len(EDGE_FEATURE_NAMES) + EVOLUTION_FEATURE_NAMES.index("evolution_measure")
+"""Edge-feature column of ``evolution_measure`` (per-tolerance columns, if any, follow it)."""
 
 THRESHOLD_GRID = (0.06, 0.09, 0.12, 0.15, 0.18, 0.21, 0.25)
 """Thresholds :func:`tuned_measure_threshold` tries."""

@@ -23,6 +23,7 @@ from envs.amg.graph import (
     observation,
     operator_edge_features,
     strength_matrix,
+    tolerance_feature_names,
 )
 from envs.amg.problems import Problem, ProblemFamily, right_hand_side, split_problems
 from envs.amg.solver import (
@@ -74,6 +75,21 @@ def _as_int(value: Any, field: str, low: int, high: int | None = None) -> int:
         allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{field} must be {allowed}, got {value}")
     return int(value)
+
+
+def _as_tolerances(value: Any, evolution_features: bool) -> tuple[float, ...]:
+    """``evolution_tolerances`` as a tuple of distinct finite floats >= 1 (PyAMG's drop rule needs epsilon >= 1)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"evolution_tolerances must be a list of numbers >= 1, got {value!r}")
+    tolerances = tuple(value)
+    for t in tolerances:
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not 1.0 <= float(t) < np.inf:
+            raise ValueError(f"evolution_tolerances: every entry must be a finite number >= 1, got {t!r}")
+    if len(set(float(t) for t in tolerances)) != len(tolerances):
+        raise ValueError(f"evolution_tolerances: entries must be distinct, got {list(tolerances)}")
+    if tolerances and not evolution_features:
+        raise ValueError("evolution_tolerances needs evolution_features=True (its columns follow the evolution features)")
+    return tuple(float(t) for t in tolerances)
 
 
 class AnisotropicAMGEnv(gym.Env):
@@ -175,6 +191,7 @@ class AnisotropicAMGEnv(gym.Env):
     | problem_seed | int | 0 | which parameter draw |
     | report_timings | bool | False | add wall-clock setup/solve seconds to ``info`` |
     | evolution_features | bool | False | append :data:`envs.amg.graph.EVOLUTION_FEATURE_NAMES` (PyAMG's evolution measure on the level, with the level's B) to ``edge_features``: (E, 10) |
+    | evolution_tolerances | list of float | () | with ``evolution_features``: one more ±1 column per drop tolerance t, ``evolution_strong_eps{t}`` (evolution's C with ``epsilon=t``), for policies that choose a tolerance per level (:class:`policies.tolerance.ToleranceChoicePolicy`): (E, 10 + len) |
 
     ## Version History
     - v0: initial release; ``mode``, ``problem_family`` and ``evolution_features`` added
@@ -196,6 +213,7 @@ class AnisotropicAMGEnv(gym.Env):
         problem_seed: int = 0,
         report_timings: bool = False,
         evolution_features: bool = False,
+        evolution_tolerances: tuple[float, ...] | list[float] = (),
     ) -> None:
         self.grid_size = _as_int(grid_size, "grid_size", 2)
         self.n_smoothed_vectors = _as_int(n_smoothed_vectors, "n_smoothed_vectors", 1)
@@ -207,7 +225,10 @@ class AnisotropicAMGEnv(gym.Env):
         if not isinstance(evolution_features, bool):
             raise TypeError(f"evolution_features must be a bool, got {evolution_features!r}")
         self.evolution_features = evolution_features
-        self.edge_feature_names: tuple[str, ...] = EDGE_FEATURE_NAMES + (EVOLUTION_FEATURE_NAMES if evolution_features else ())
+        self.evolution_tolerances = _as_tolerances(evolution_tolerances, evolution_features)
+        self.edge_feature_names: tuple[str, ...] = EDGE_FEATURE_NAMES + (
+            EVOLUTION_FEATURE_NAMES + tolerance_feature_names(self.evolution_tolerances) if evolution_features else ()
+        )
         """The columns of ``edge_features``, in order."""
         self.mode = parse_choice(EpisodeMode, mode, "mode")
         self.problem_family = parse_choice(ProblemFamily, problem_family, "problem_family")
@@ -291,7 +312,8 @@ class AnisotropicAMGEnv(gym.Env):
         features = operator_edge_features(matrix, self._level_graph)
         if self.evolution_features:
             candidates = self._hierarchy.levels[-1].B if self._hierarchy is not None else None
-            features = np.concatenate([features, evolution_edge_features(matrix, self._level_graph, candidates)], axis=1)
+            evolution = evolution_edge_features(matrix, self._level_graph, candidates, self.evolution_tolerances)
+            features = np.concatenate([features, evolution], axis=1)
         if fine and (len(self._operator_features) + 1) * features.nbytes <= OPERATOR_FEATURE_CACHE_BYTES:
             self._operator_features[self._case] = features
         return features

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 __all__ = [
     "EDGE_FEATURE_NAMES",
     "EVOLUTION_FEATURE_NAMES",
+    "tolerance_feature_names",
     "JACOBI_OMEGA",
     "JACOBI_SWEEPS",
     "GridGraph",
@@ -285,9 +286,17 @@ def operator_edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph) 
     return features.astype(np.float32)
 
 
+def tolerance_feature_names(tolerances: tuple[float, ...]) -> tuple[str, ...]:
+    """Column names of :func:`evolution_edge_features`' per-tolerance columns, e.g. ``evolution_strong_eps8``."""
+    return tuple(f"evolution_strong_eps{t:g}" for t in tolerances)
+
+
 def evolution_edge_features(matrix: sp.spmatrix, graph: GridGraph | LevelGraph,
-                            candidates: np.ndarray | None = None) -> np.ndarray:
-    """(E, 2) float32 :data:`EVOLUTION_FEATURE_NAMES` of one level's operator.
+                            candidates: np.ndarray | None = None, tolerances: tuple[float, ...] = ()) -> np.ndarray:
+    """(E, 2 + len(tolerances)) float32: :data:`EVOLUTION_FEATURE_NAMES` of one level's operator,
+    then, for each drop tolerance t of ``tolerances``, ``evolution_strong`` with ``epsilon=t``
+    (:func:`tolerance_feature_names`): the C's PyAMG's evolution would choose with each t,
+    for a policy that picks the tolerance rather than the edges.
 
     The measure is ``pyamg.strength.evolution_strength_of_connection`` with PyAMG's
     defaults and the level's near-nullspace ``candidates`` (B; None = ones), exactly what
@@ -310,7 +319,12 @@ def evolution_edge_features(matrix: sp.spmatrix, graph: GridGraph | LevelGraph,
         kept = edge_values(on_graph(evolution_strength_of_connection(operator, B)), graph) > 0  # (E,)
     with pinned_global_numpy_rng(PYAMG_GLOBAL_SEED):
         measure = edge_values(on_graph(evolution_strength_of_connection(operator, B, epsilon=np.inf)), graph)  # (E,)
-    return np.stack([np.where(kept, 1.0, -1.0), np.clip(measure, 0.0, 1.0)], axis=1).astype(np.float32)
+    columns = [np.where(kept, 1.0, -1.0), np.clip(measure, 0.0, 1.0)]
+    for tolerance in tolerances:
+        with pinned_global_numpy_rng(PYAMG_GLOBAL_SEED):
+            kept_at = edge_values(on_graph(evolution_strength_of_connection(operator, B, epsilon=float(tolerance))), graph) > 0
+        columns.append(np.where(kept_at, 1.0, -1.0))
+    return np.stack(columns, axis=1).astype(np.float32)
 
 
 def edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph, vectors: np.ndarray,

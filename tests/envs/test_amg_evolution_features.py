@@ -144,3 +144,17 @@ def test_tuned_threshold_is_stored_once_and_reused(monkeypatch: pytest.MonkeyPat
     assert amg.tuned_measure_threshold("heterogeneous", 0) == first
     assert first in amg.THRESHOLD_GRID and len(calls) == 1
     amg.tuned_measure_threshold.cache_clear()
+
+
+def test_tolerance_columns_follow_and_nest_by_tolerance() -> None:
+    """A larger drop tolerance keeps a superset of the edges; the default's column is evolution_strong."""
+    env = AnisotropicAMGEnv(grid_size=12, mode="multilevel", problem_family="heterogeneous", evolution_features=True,
+                            evolution_tolerances=[2, 4, 12])
+    assert env.edge_feature_names[-3:] == ("evolution_strong_eps2", "evolution_strong_eps4", "evolution_strong_eps12")
+    gym_check_env(env)
+    obs, _ = env.reset(seed=0)
+    real = obs["edge_features"][: int(obs["graph_size"][1])]
+    strong, eps2, eps4, eps12 = (real[:, env.edge_feature_names.index(n)] > 0 for n in (
+        "evolution_strong", "evolution_strong_eps2", "evolution_strong_eps4", "evolution_strong_eps12"))
+    np.testing.assert_array_equal(eps4, strong)
+    assert (eps2 <= eps4).all() and (eps4 <= eps12).all() and eps2.sum() < eps12.sum()

@@ -1,0 +1,84 @@
+"""ToleranceChoicePolicy: one candidate edge set per level (evolution's drop tolerance on AnisotropicAMG-v0)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+
+from agents.reinforce import policy_gradient_loss
+from envs.amg.env import AnisotropicAMGEnv
+from envs.amg.solver import solve
+from policies.tolerance import CandidateChoiceDistribution, ToleranceChoicePolicy
+
+TOLERANCES = [3.0, 4.0, 8.0]
+COLUMNS = [10, 11, 12]  # evolution_strong_eps3 / eps4 / eps8
+
+
+def _env(family: str = "heterogeneous") -> AnisotropicAMGEnv:
+    return AnisotropicAMGEnv(grid_size=16, split="test", mode="multilevel", problem_family=family,
+                             evolution_features=True, evolution_tolerances=TOLERANCES)
+
+
+def _policy(env: AnisotropicAMGEnv, **kwargs) -> ToleranceChoicePolicy:
+    kwargs.setdefault("candidate_columns", COLUMNS)
+    return ToleranceChoicePolicy(env.observation_space, env.action_space, lambda _: 0.05, **kwargs)
+
+
+@pytest.mark.parametrize("choice", [0, 2])
+def test_a_warm_start_at_one_tolerance_is_pyamgs_evolution_with_it_on_every_level(choice: int) -> None:
+    env = _env()
+    policy = _policy(env, initial_choice=choice, initial_margin=5.0)
+    assert env.edge_feature_names[COLUMNS[choice]] == f"evolution_strong_eps{TOLERANCES[choice]:g}"
+    for case in (0, 1):
+        obs, _ = env.reset(seed=case, options={"case": case})
+        terminated = False
+        while not terminated:
+            obs, _, terminated, _, info = env.step(policy.predict(obs, deterministic=True)[0])
+        reference = solve(env.problems[case].matrix(), ("evolution", {"epsilon": TOLERANCES[choice]}), env.rhs(case))
+        assert info["work"] == pytest.approx(reference.work, rel=1e-12)
+
+
+def test_log_prob_sums_coinciding_candidates_and_rejects_other_actions() -> None:
+    candidates = th.tensor([[[1, 0, 1], [1, 0, 1], [0, 1, 1]]], dtype=th.bool)  # (1, K=3, E=3): candidates 0 and 1 coincide
+    logits = th.tensor([[0.0, 1.0, 2.0]])
+    distribution = CandidateChoiceDistribution().proba_distribution(logits, candidates)
+    p = th.softmax(logits, dim=-1)[0]
+    assert distribution.log_prob(th.tensor([[1.0, 0.0, 1.0]])).item() == pytest.approx(float(th.log(p[0] + p[1])))
+    assert distribution.log_prob(th.tensor([[0.0, 1.0, 1.0]])).item() == pytest.approx(float(th.log(p[2])))
+    np.testing.assert_array_equal(distribution.mode().numpy(), [[0.0, 1.0, 1.0]])
+    with pytest.raises(ValueError, match="none of the candidate"):
+        distribution.log_prob(th.tensor([[1.0, 1.0, 1.0]]))
+
+
+def test_a_positive_advantage_raises_the_chosen_tolerances_probability() -> None:
+    env = _env()
+    policy = _policy(env)  # uniform start
+    obs_tensor, _ = policy.obs_to_tensor(env.reset(seed=0, options={"case": 0})[0])
+    distribution = policy.get_distribution(obs_tensor)
+    before, candidates = distribution.distribution.probs[0].detach(), distribution.candidates[0]  # (K,), (K, E)
+    distinct = [k for k in range(len(COLUMNS)) if all(not th.equal(candidates[k], candidates[j]) for j in range(len(COLUMNS)) if j != k)]
+    assert distinct, "the tolerances should give different C's on this case"
+    target = distinct[0]
+    action = candidates[None, target].float()  # (1, E)
+    for _ in range(5):
+        policy.optimizer.zero_grad()
+        loss, _, _ = policy_gradient_loss(policy.get_distribution(obs_tensor), action, th.ones(1), entropy_coef=0.0)
+        loss.backward()
+        policy.optimizer.step()
+    after = policy.get_distribution(obs_tensor).distribution.probs[0].detach()
+    assert after[target] > before[target] + 0.1, (before, after)
+
+
+def test_bad_arguments_are_named() -> None:
+    env = _env()
+    with pytest.raises(ValueError, match="candidate_columns"):
+        _policy(env, candidate_columns=[10, 99])
+    with pytest.raises(ValueError, match="candidate_columns"):
+        ToleranceChoicePolicy(env.observation_space, env.action_space, lambda _: 0.05)
+    with pytest.raises(ValueError, match="initial_choice"):
+        _policy(env, initial_choice=3)
+    with pytest.raises(ValueError, match="evolution_tolerances"):
+        AnisotropicAMGEnv(evolution_features=True, evolution_tolerances=[0.5])
+    with pytest.raises(ValueError, match="evolution_features"):
+        AnisotropicAMGEnv(evolution_tolerances=[4.0])
