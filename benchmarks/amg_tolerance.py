@@ -23,6 +23,8 @@ and right-hand sides, for every e in :data:`TOLERANCES` and every case:
 - ``fixed_pair_tuned_on_train``: the same with one tolerance on the finest level and
   another on every coarser level (:data:`PAIR_TOLERANCES` squared): the best a policy
   that chooses per level but not per case can reach;
+- ``*_minus_default``: the mean per-case test work difference to the default tolerance
+  (4 on every level) with its 95 % t interval over the test cases;
 - ``knn_k``: per test case, the tolerance with the least mean relative work over its k
   nearest training cases in a descriptor of the case's coefficients (constant: log10 eps,
   cos 2 theta, sin 2 theta; heterogeneous: the same, area-weighted over regions, and the
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 
 from envs.amg.env import AnisotropicAMGEnv
 from envs.amg.problems import DiffusionProblem, HeterogeneousProblem, right_hand_side
@@ -118,6 +121,16 @@ def _chosen(works: np.ndarray, choices: np.ndarray) -> float:
     return float(np.nanmean(works[np.arange(len(works)), choices]))
 
 
+def paired_difference(works: np.ndarray, choices: np.ndarray, reference: int) -> dict[str, float]:
+    """Mean per-case work difference (choices - reference column) and its 95 % t interval:
+    whether a difference between two rules on the 32 test cases is more than case-to-case noise."""
+    difference = works[np.arange(len(works)), choices] - works[:, reference]  # (cases,)
+    difference = difference[np.isfinite(difference)]
+    half = float(scipy.stats.t.ppf(0.975, len(difference) - 1) * difference.std(ddof=1) / np.sqrt(len(difference)))
+    mean = float(difference.mean())
+    return {"mean": mean, "ci95": [mean - half, mean + half]}
+
+
 def measure(family: str, grid_size: int = 32, train_cases: int = 256) -> dict[str, Any]:
     train = AnisotropicAMGEnv(grid_size=grid_size, split="train", problem_family=family)
     test = AnisotropicAMGEnv(grid_size=grid_size, split="test", problem_family=family)
@@ -129,6 +142,7 @@ def measure(family: str, grid_size: int = 32, train_cases: int = 256) -> dict[st
     test_pairs = pair_works(test, test_ids, label=f"{family} test, pairs")
     tuned_pair = int(np.nanargmin(np.nanmean(train_pairs, axis=0)))
     n_pair = len(PAIR_TOLERANCES)
+    default_pair = PAIR_TOLERANCES.index(DEFAULT_TOLERANCE) * (n_pair + 1)
     train_descriptors = np.stack([case_descriptor(train.problems[c]) for c in train_ids])
     test_descriptors = np.stack([case_descriptor(test.problems[c]) for c in test_ids])
     tuned = int(np.nanargmin(np.nanmean(train_works, axis=0)))
@@ -143,13 +157,21 @@ def measure(family: str, grid_size: int = 32, train_cases: int = 256) -> dict[st
         "mean_work_train": [round(float(w), 4) for w in np.nanmean(train_works, axis=0)],
         "mean_work_test": [round(float(w), 4) for w in np.nanmean(test_works, axis=0)],
         "evolution_default_test": _chosen(test_works, np.full(len(test_ids), default)),
-        "fixed_tuned_on_train": {"tolerance": TOLERANCES[tuned], "test_work": _chosen(test_works, np.full(len(test_ids), tuned))},
+        "fixed_tuned_on_train": {
+            "tolerance": TOLERANCES[tuned],
+            "test_work": _chosen(test_works, np.full(len(test_ids), tuned)),
+            "test_minus_default": paired_difference(test_works, np.full(len(test_ids), tuned), default),
+        },
+        "each_tolerance_test_minus_default": [
+            paired_difference(test_works, np.full(len(test_ids), column), default) for column in range(len(TOLERANCES))
+        ],
         "fixed_pair_tuned_on_train": {
             "tolerances": [PAIR_TOLERANCES[tuned_pair // n_pair], PAIR_TOLERANCES[tuned_pair % n_pair]],
             "train_work": float(np.nanmean(train_pairs[:, tuned_pair])),
             "test_work": _chosen(test_pairs, np.full(len(test_ids), tuned_pair)),
+            "test_minus_default": paired_difference(test_pairs, np.full(len(test_ids), tuned_pair), default_pair),
         },
-        "pair_default_test": _chosen(test_pairs, np.full(len(test_ids), PAIR_TOLERANCES.index(DEFAULT_TOLERANCE) * (n_pair + 1))),
+        "pair_default_test": _chosen(test_pairs, np.full(len(test_ids), default_pair)),
         "pair_oracle": _chosen(test_pairs, np.nanargmin(test_pairs, axis=1)),
         "oracle": _chosen(test_works, best_test),
         "oracle_other_rhs": _chosen(test_works, best_other),
