@@ -137,7 +137,7 @@ class AnisotropicAMGEnv(gym.Env):
     |---|---|---|---|---|
     | node_features | (N, m + 2), multilevel (N, m + 3) | float32 | m random vectors after 5 weighted-Jacobi sweeps (omega 2/3) on A_l e = 0, z-scored; node coordinates x/(n-1), y/(n-1) (grid index, or aggregate centroid); multilevel: the level index l / 9 | [-sqrt N, sqrt N]; [0, 1]; [0, 1] |
     | edge_index | (2, E) | int64 | [source; target] node of each edge, sorted by source then target (CSR order); finest: the same for every matrix of size n | [0, N - 1] |
-    | edge_features | (E, 8), with ``evolution_features`` (E, 10) | float32 | :data:`envs.amg.graph.EDGE_FEATURE_NAMES` (then :data:`envs.amg.graph.EVOLUTION_FEATURE_NAMES`): A_ij / row max abs, -A_ij / sqrt(A_ii A_jj), doubled-angle direction (cos 2phi, sin 2phi: the same for (i, j) and its mirror edge), is-diagonal, algebraic distance of the smoothed vectors / row max, alignment with the row's strong diffusion direction, the row's anisotropy | [-1, 1] |
+    | edge_features | (E, 8), with ``evolution_features`` (E, 10 + len(evolution_tolerances)) | float32 | :data:`envs.amg.graph.EDGE_FEATURE_NAMES` (then :data:`envs.amg.graph.EVOLUTION_FEATURE_NAMES` and the ``evolution_strong_eps{t}`` columns): A_ij / row max abs, -A_ij / sqrt(A_ii A_jj), doubled-angle direction (cos 2phi, sin 2phi: the same for (i, j) and its mirror edge), is-diagonal, algebraic distance of the smoothed vectors / row max, alignment with the row's strong diffusion direction, the row's anisotropy | [-1, 1] |
     | graph_size (multilevel only) | (2,) | int64 | [N_l, E_l] of the current level | [0, E] |
 
     ## Rewards
