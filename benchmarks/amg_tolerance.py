@@ -10,7 +10,7 @@ property of the operator. This benchmark measures that, with PyAMG's
 ``strength=('evolution', {'epsilon': e})`` on every level, B = ones, the env's options
 and right-hand sides, for every e in :data:`TOLERANCES` and every case:
 
-- ``mean_work``: mean work (operator complexity x PCG iterations) per tolerance, train
+- ``mean_work_train`` / ``mean_work_test``: mean work (operator complexity x PCG iterations) per tolerance, train
   and test splits;
 - ``oracle`` (``pair_oracle``: over the pairs below): the best tolerance of each test case, chosen on the test solve itself
   (an upper bound no policy reaches);
