@@ -1,0 +1,109 @@
+"""AnisotropicAMG-v0 agents against evolution strength on many fresh test cases (issue 12).
+
+``python -m benchmarks.amg_wide_test --family heterogeneous --agent L=RUN_DIR [...] [--problem-seeds 1 2 ... 8] [--out F]``
+
+The env's test split has 32 cases, and on it differences of a few per cent between C's
+are case-to-case noise (``benchmarks.amg_tolerance``: every fixed drop tolerance's 95 %
+interval against the default is about ±0.65 of work). Every ``problem_seed`` draws a new,
+disjoint set of cases with the same distribution, so the test splits of
+``--problem-seeds`` (default 1-8: 256 cases none of which any policy trained on; training
+uses problem_seed 0) pooled give the statistical power to tell them apart. For each agent
+(a run dir, played deterministically with its own env kwargs) and each fixed evolution
+tolerance (:data:`benchmarks.amg_tolerance.TOLERANCES`, PyAMG's solver on every level), it
+reports the mean work and the paired per-case difference to evolution with the default
+tolerance, with its 95 % t interval. Prints progress to stderr, one JSON line to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.agent_spec import build_agent, parse_agent_spec
+from benchmarks.amg_tolerance import DEFAULT_TOLERANCE, TOLERANCES, paired_difference, tolerance_works
+from envs.amg.env import AnisotropicAMGEnv
+
+__all__ = ["DEFAULT_PROBLEM_SEEDS", "agent_works", "main"]
+
+ENV_ID = "AnisotropicAMG-v0"
+DEFAULT_PROBLEM_SEEDS = tuple(range(1, 9))
+"""Problem draws whose test splits are pooled; 0 is the one the policies train on."""
+
+
+def _env_for(kwargs: dict[str, Any], family: str, problem_seed: int) -> AnisotropicAMGEnv:
+    accepted = set(inspect.signature(AnisotropicAMGEnv.__init__).parameters) - {"self"}
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    kwargs.update(split="test", problem_family=family, problem_seed=problem_seed)
+    return AnisotropicAMGEnv(**kwargs)
+
+
+def agent_works(agent_text: str, family: str, problem_seeds: tuple[int, ...]) -> np.ndarray:
+    """(cases,) work of the agent's deterministic C on every test case of every draw (NaN: solver failure)."""
+    spec = parse_agent_spec(agent_text)
+    works = []
+    for problem_seed in problem_seeds:
+        env = _env_for(spec.env_kwargs(ENV_ID), family, problem_seed)
+        agent = build_agent(spec, env.action_space, seed=0, device="cpu", env_id=ENV_ID)
+        for case in range(env.n_cases):
+            obs, _ = env.reset(seed=case, options={"case": case})
+            terminated = False
+            while not terminated:
+                obs, _, terminated, _, info = env.step(agent.predict(obs, deterministic=True)[0])
+            works.append(np.nan if info["solver_failed"] else info["work"])
+        print(f"{spec.label}: problem seed {problem_seed} done", file=sys.stderr, flush=True)
+    return np.asarray(works)
+
+
+def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...]) -> dict[str, Any]:
+    blocks = []
+    for problem_seed in problem_seeds:
+        env = _env_for({}, family, problem_seed)
+        blocks.append(tolerance_works(env, list(range(env.n_cases)), label=f"tolerances, problem seed {problem_seed}"))
+    fixed = np.concatenate(blocks)  # (cases, len(TOLERANCES))
+    default = TOLERANCES.index(DEFAULT_TOLERANCE)
+    result: dict[str, Any] = {
+        "family": family,
+        "problem_seeds": list(problem_seeds),
+        "cases": len(fixed),
+        "evolution_default": float(np.nanmean(fixed[:, default])),
+        "tolerances": {
+            f"{t:g}": {"mean_work": float(np.nanmean(fixed[:, c])),
+                       "minus_default": paired_difference(fixed, np.full(len(fixed), c), default)}
+            for c, t in enumerate(TOLERANCES)
+        },
+        "agents": {},
+    }
+    for text in agents:
+        works = agent_works(text, family, problem_seeds)
+        both = np.column_stack([fixed[:, default], works])  # (cases, 2): column 1 minus column 0
+        result["agents"][text] = {"mean_work": float(np.nanmean(works)),
+                                  "minus_default": paired_difference(both, np.ones(len(both), int), 0),
+                                  "solver_failures": int(np.isnan(works).sum())}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", choices=["constant", "heterogeneous"], default="heterogeneous")
+    parser.add_argument("--agent", action="append", default=[], help="LABEL=RUN_DIR (repeatable); none: tolerances only")
+    parser.add_argument("--problem-seeds", type=int, nargs="+", default=list(DEFAULT_PROBLEM_SEEDS))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if 0 in args.problem_seeds:
+        parser.error("--problem-seeds: 0 is the draw the policies train on; use fresh draws (>= 1)")
+    line = json.dumps(measure(args.family, args.agent, tuple(args.problem_seeds)))
+    print(line)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""The wide AMG test: fresh problem draws only, each agent on its own env kwargs."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.amg_wide_test import _env_for, main
+
+
+def test_training_draw_is_refused() -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["--problem-seeds", "0", "1"])
+    assert raised.value.code == 2
+
+
+def test_env_keeps_the_agents_kwargs_and_sets_split_family_and_draw() -> None:
+    env = _env_for({"grid_size": 8, "mode": "multilevel", "evolution_features": True, "transfer_grid_sizes": [64]},
+                   "heterogeneous", 3)
+    assert (env.grid_size, env.mode.value, env.evolution_features) == (8, "multilevel", True)
+    assert (env.split.value, env.problem_family.value, env.problem_seed) == ("test", "heterogeneous", 3)
+    other = _env_for({"grid_size": 8}, "heterogeneous", 4)
+    assert env.problems[0] != other.problems[0]  # another draw, other cases
