@@ -19,7 +19,6 @@ load and are context only. Prints a JSON line; ``--out`` also writes it.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.baselines.amg import AMGDirectionAgent
+from benchmarks.report import emit_json_line
 from envs.amg.env import AnisotropicAMGEnv
 from envs.amg.solver import StrengthMeasure, finest_level_strength, solve
 
@@ -79,11 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     result = measure_overhead(args.grid_size, args.cases, args.repeats)
-    line = json.dumps(result)
-    print(line)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(line + "\n")
+    emit_json_line(result, args.out)
     return 0
 
 

@@ -36,7 +36,6 @@ Prints progress to stderr and one JSON line to stdout (``--out`` also writes it)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,11 +43,13 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
+from benchmarks.report import emit_json_line
 from envs.amg.env import AnisotropicAMGEnv
 from envs.amg.problems import DiffusionProblem, HeterogeneousProblem, right_hand_side
 from envs.amg.solver import SolverFailure, solve
 
-__all__ = ["PAIR_TOLERANCES", "TOLERANCES", "case_descriptor", "knn_choice", "pair_works", "tolerance_works", "main"]
+__all__ = ["PAIR_TOLERANCES", "TOLERANCES", "case_descriptor", "knn_choice", "pair_works", "strength_works", "tolerance_works",
+           "main"]
 
 TOLERANCES = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0)
 """Evolution drop tolerances compared; PyAMG's default is 4.0."""
@@ -70,16 +71,17 @@ def case_descriptor(problem: DiffusionProblem | HeterogeneousProblem) -> np.ndar
     return np.array([area @ log_eps, area @ np.cos(2 * thetas), area @ np.sin(2 * thetas), log_eps.std(), len(log_eps)])
 
 
-def tolerance_works(env: AnisotropicAMGEnv, cases: list[int], rhs_seed_offset: int = 0, label: str = "") -> np.ndarray:
-    """(cases, len(TOLERANCES)) work of evolution with each tolerance on every level (NaN: solver failure)."""
-    works = np.full((len(cases), len(TOLERANCES)), np.nan)
-    n_nodes = env.graph.n_nodes
+def strength_works(env: AnisotropicAMGEnv, cases: list[int], strengths: list[Any], rhs_seed_offset: int = 0,
+                   label: str = "") -> np.ndarray:
+    """(cases, len(strengths)) work of PyAMG's solver with each ``strength`` argument (NaN: solver failure),
+    on the env's right-hand side of each case (``rhs_seed_offset`` > 0: another one)."""
+    works = np.full((len(cases), len(strengths)), np.nan)
     for row, case in enumerate(cases):
         matrix = env.problems[case].matrix()
-        rhs = right_hand_side(env.problem_seed + rhs_seed_offset, env.split, case, n_nodes)
-        for column, tolerance in enumerate(TOLERANCES):
+        rhs = right_hand_side(env.problem_seed + rhs_seed_offset, env.split, case, env.graph.n_nodes)
+        for column, strength in enumerate(strengths):
             try:
-                works[row, column] = solve(matrix, ("evolution", {"epsilon": tolerance}), rhs, env.max_iterations).work
+                works[row, column] = solve(matrix, strength, rhs, env.max_iterations).work
             except SolverFailure:
                 pass
         if (row + 1) % 16 == 0 or row + 1 == len(cases):
@@ -87,22 +89,17 @@ def tolerance_works(env: AnisotropicAMGEnv, cases: list[int], rhs_seed_offset: i
     return works
 
 
+def tolerance_works(env: AnisotropicAMGEnv, cases: list[int], rhs_seed_offset: int = 0, label: str = "") -> np.ndarray:
+    """(cases, len(TOLERANCES)) work of evolution with each tolerance on every level (NaN: solver failure)."""
+    strengths = [("evolution", {"epsilon": t}) for t in TOLERANCES]
+    return strength_works(env, cases, strengths, rhs_seed_offset, label)
+
+
 def pair_works(env: AnisotropicAMGEnv, cases: list[int], label: str = "") -> np.ndarray:
     """(cases, len(PAIR_TOLERANCES) ** 2) work with tolerance a on the finest level and b below
     (PyAMG repeats a strength list's last entry on the remaining levels); column a_index * K + b_index."""
-    pairs = [(a, b) for a in PAIR_TOLERANCES for b in PAIR_TOLERANCES]
-    works = np.full((len(cases), len(pairs)), np.nan)
-    for row, case in enumerate(cases):
-        matrix, rhs = env.problems[case].matrix(), env.rhs(case)
-        for column, (a, b) in enumerate(pairs):
-            strength = [("evolution", {"epsilon": a}), ("evolution", {"epsilon": b})]
-            try:
-                works[row, column] = solve(matrix, strength, rhs, env.max_iterations).work
-            except SolverFailure:
-                pass
-        if (row + 1) % 32 == 0 or row + 1 == len(cases):
-            print(f"{label}: {row + 1}/{len(cases)} cases", file=sys.stderr, flush=True)
-    return works
+    strengths = [[("evolution", {"epsilon": a}), ("evolution", {"epsilon": b})] for a in PAIR_TOLERANCES for b in PAIR_TOLERANCES]
+    return strength_works(env, cases, strengths, label=label)
 
 
 def knn_choice(train_descriptors: np.ndarray, train_works: np.ndarray, descriptors: np.ndarray, k: int) -> np.ndarray:
@@ -188,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-cases", type=int, default=256)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    line = json.dumps(measure(args.family, args.grid_size, args.train_cases))
-    print(line)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(line + "\n")
+    emit_json_line(measure(args.family, args.grid_size, args.train_cases), args.out)
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from benchmarks.agent_spec import build_agent, parse_agent_spec
 from benchmarks.amg_tolerance import DEFAULT_TOLERANCE, TOLERANCES, paired_difference, tolerance_works
+from benchmarks.report import emit_json_line
 from envs.amg.env import AnisotropicAMGEnv
 
 __all__ = ["DEFAULT_PROBLEM_SEEDS", "agent_works", "main"]
@@ -97,11 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if 0 in args.problem_seeds:
         parser.error("--problem-seeds: 0 is the draw the policies train on; use fresh draws (>= 1)")
-    line = json.dumps(measure(args.family, args.agent, tuple(args.problem_seeds)))
-    print(line)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(line + "\n")
+    emit_json_line(measure(args.family, args.agent, tuple(args.problem_seeds)), args.out)
     return 0
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["evaluation_markdown", "throughput_markdown"]
+__all__ = ["emit_json_line", "evaluation_markdown", "throughput_markdown"]
+
+
+def emit_json_line(result: dict[str, Any], out: Path | None) -> None:
+    """Print a single-line benchmark result as JSON; also write it to ``out`` (parents created) when given."""
+    line = json.dumps(result)
+    print(line)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(line + "\n")
 
 
 def _number(value: float) -> str:

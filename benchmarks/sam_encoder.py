@@ -14,7 +14,6 @@ and the largest absolute difference between the two feature grids. Prints a JSON
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling.image_encoder import Attention
 
+from benchmarks.report import emit_json_line
 from envs.prostate.backbone import VIT_B, build_image_encoder
 from envs.prostate.chunked_attention import RowChunkedAttention
 
@@ -65,10 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--repeats and --threads must be positive")
     result = {"benchmark": "sam_encoder", "backbone": "vit_b", "img_size": 1024,
               "runs": [measure(t, args.repeats) for t in args.threads]}
-    line = json.dumps(result)
-    print(line)
-    if args.out is not None:
-        args.out.write_text(line + "\n")
+    emit_json_line(result, args.out)
 
 
 if __name__ == "__main__":

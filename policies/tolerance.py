@@ -28,9 +28,13 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch_geometric.nn import global_mean_pool
 
-from policies.gnn import PADDED_GRAPH_KEY, EdgeScorer, GNNEdgePolicy, batch_graphs, graph_validity
+from policies.gnn import PADDED_GRAPH_KEY, EdgeScorer, GNNEdgePolicy, batch_graphs
 
-__all__ = ["CandidateChoiceDistribution", "ToleranceChoicePolicy"]
+__all__ = ["PER_EDGE_OPTIONS", "CandidateChoiceDistribution", "ToleranceChoicePolicy"]
+
+PER_EDGE_OPTIONS = ("distribution", "k", "edge_linear_init", "edge_linear_bias", "entropy_rows", "entropy_samples")
+""":class:`GNNEdgePolicy` options of its per-edge distribution and scorer path, ignored here (a yml
+written for the edge policy can switch ``policy`` without deleting them)."""
 
 
 class CandidateChoiceDistribution(Distribution):
@@ -74,7 +78,8 @@ class CandidateChoiceDistribution(Distribution):
 
     @property
     def row_weight(self) -> th.Tensor:
-        return th.ones(self._state()[0].shape[0], 1, dtype=th.bool, device=self._state()[0].device)  # (B, 1)
+        logits, _ = self._state()
+        return th.ones(logits.shape[0], 1, dtype=th.bool, device=logits.device)  # (B, 1)
 
     def entropy(self) -> th.Tensor:
         return self.distribution.entropy()  # (B,)
@@ -144,8 +149,8 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
             raise ValueError(f"initial_choice must be None or an index in [0, {len(columns)}), got {initial_choice!r}")
         if not (isinstance(initial_margin, (int, float)) and 0.0 <= initial_margin < float("inf")):
             raise ValueError(f"initial_margin must be a finite number >= 0, got {initial_margin!r}")
-        for fixed in ("distribution", "k", "edge_linear_init", "edge_linear_bias", "entropy_rows", "entropy_samples"):
-            kwargs.pop(fixed, None)  # per-edge options of the parent; this policy has none
+        for per_edge in PER_EDGE_OPTIONS:
+            kwargs.pop(per_edge, None)
         self.candidate_columns, self.initial_choice, self.initial_margin = columns, initial_choice, float(initial_margin)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
         self.action_dist = CandidateChoiceDistribution()
@@ -171,7 +176,7 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        for per_edge in ("distribution", "k", "edge_linear_init", "edge_linear_bias", "entropy_rows", "entropy_samples"):
+        for per_edge in PER_EDGE_OPTIONS:
             data.pop(per_edge, None)
         data.update(candidate_columns=self.candidate_columns, initial_choice=self.initial_choice,
                     initial_margin=self.initial_margin)
@@ -189,9 +194,8 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
             x, node_graph = x[graph.node_valid], node_graph[graph.node_valid]
         mean_x = global_mean_pool(x, node_graph, graph.n_graphs)  # (B, F)
         candidates = edge_features[..., self.candidate_columns] > 0  # (B, E, K)
-        if graph_size is not None:
-            _, edge_valid = graph_validity(graph_size, graph.n_nodes, graph.n_edges)  # (B, E)
-            candidates = candidates & edge_valid[..., None]
+        if graph.edge_valid is not None:  # padding edges are in no candidate set
+            candidates = candidates & graph.edge_valid.view(graph.n_graphs, graph.n_edges, 1)
         distribution = self.action_dist.proba_distribution(
             (self.choice_head(pooled) + self.node_linear(mean_x)) / self.temperature, candidates.permute(0, 2, 1)
         )  # logits (B, K), candidates (B, K, E)

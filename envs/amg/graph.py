@@ -286,6 +286,10 @@ def operator_edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph) 
     return features.astype(np.float32)
 
 
+PYAMG_EVOLUTION_EPSILON = 4.0
+"""PyAMG's default drop tolerance of ``evolution_strength_of_connection`` (the ``evolution_strong`` column)."""
+
+
 def tolerance_feature_names(tolerances: tuple[float, ...]) -> tuple[str, ...]:
     """Column names of :func:`evolution_edge_features`' per-tolerance columns, e.g. ``evolution_strong_eps8``."""
     return tuple(f"evolution_strong_eps{t:g}" for t in tolerances)
@@ -321,6 +325,9 @@ def evolution_edge_features(matrix: sp.spmatrix, graph: GridGraph | LevelGraph,
         measure = edge_values(on_graph(evolution_strength_of_connection(operator, B, epsilon=np.inf)), graph)  # (E,)
     columns = [np.where(kept, 1.0, -1.0), np.clip(measure, 0.0, 1.0)]
     for tolerance in tolerances:
+        if float(tolerance) == PYAMG_EVOLUTION_EPSILON:  # the default's C is ``kept``, already measured
+            columns.append(columns[0])
+            continue
         with pinned_global_numpy_rng(PYAMG_GLOBAL_SEED):
             kept_at = edge_values(on_graph(evolution_strength_of_connection(operator, B, epsilon=float(tolerance))), graph) > 0
         columns.append(np.where(kept_at, 1.0, -1.0))

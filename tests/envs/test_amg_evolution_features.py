@@ -158,3 +158,15 @@ def test_tolerance_columns_follow_and_nest_by_tolerance() -> None:
         "evolution_strong", "evolution_strong_eps2", "evolution_strong_eps4", "evolution_strong_eps12"))
     np.testing.assert_array_equal(eps4, strong)
     assert (eps2 <= eps4).all() and (eps4 <= eps12).all() and eps2.sum() < eps12.sum()
+
+
+def test_the_reused_default_column_is_pyamgs_default_tolerance() -> None:
+    """``evolution_strong_eps4`` reuses ``evolution_strong`` only while 4 is PyAMG's default epsilon."""
+    import inspect
+
+    from pyamg.strength import evolution_strength_of_connection
+
+    from envs.amg.graph import PYAMG_EVOLUTION_EPSILON
+
+    default = inspect.signature(evolution_strength_of_connection).parameters["epsilon"].default
+    assert default == PYAMG_EVOLUTION_EPSILON
