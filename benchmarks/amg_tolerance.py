@@ -48,8 +48,8 @@ from envs.amg.env import AnisotropicAMGEnv
 from envs.amg.problems import DiffusionProblem, HeterogeneousProblem, right_hand_side
 from envs.amg.solver import SolverFailure, solve
 
-__all__ = ["PAIR_TOLERANCES", "TOLERANCES", "case_descriptor", "knn_choice", "pair_works", "strength_works", "tolerance_works",
-           "main"]
+__all__ = ["PAIR_TOLERANCES", "RESULT_FIELDS", "TOLERANCES", "case_descriptor", "knn_choice", "pair_works", "paired_difference",
+           "strength_results", "strength_works", "tolerance_works", "main"]
 
 TOLERANCES = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0)
 """Evolution drop tolerances compared; PyAMG's default is 4.0."""
@@ -71,22 +71,34 @@ def case_descriptor(problem: DiffusionProblem | HeterogeneousProblem) -> np.ndar
     return np.array([area @ log_eps, area @ np.cos(2 * thetas), area @ np.sin(2 * thetas), log_eps.std(), len(log_eps)])
 
 
-def strength_works(env: AnisotropicAMGEnv, cases: list[int], strengths: list[Any], rhs_seed_offset: int = 0,
-                   label: str = "") -> np.ndarray:
-    """(cases, len(strengths)) work of PyAMG's solver with each ``strength`` argument (NaN: solver failure),
-    on the env's right-hand side of each case (``rhs_seed_offset`` > 0: another one)."""
-    works = np.full((len(cases), len(strengths)), np.nan)
+RESULT_FIELDS = ("work", "operator_complexity", "levels")
+"""The columns of :func:`strength_results`' last axis."""
+
+
+def strength_results(env: AnisotropicAMGEnv, cases: list[int], strengths: list[Any], rhs_seed_offset: int = 0,
+                     label: str = "") -> np.ndarray:
+    """(cases, len(strengths), len(RESULT_FIELDS)) work, operator complexity and level count of PyAMG's
+    solver with each ``strength`` argument (NaN: solver failure), on the env's right-hand side of each
+    case (``rhs_seed_offset`` > 0: another one)."""
+    results = np.full((len(cases), len(strengths), len(RESULT_FIELDS)), np.nan)
     for row, case in enumerate(cases):
         matrix = env.problems[case].matrix()
         rhs = right_hand_side(env.problem_seed + rhs_seed_offset, env.split, case, env.graph.n_nodes)
         for column, strength in enumerate(strengths):
             try:
-                works[row, column] = solve(matrix, strength, rhs, env.max_iterations).work
+                result = solve(matrix, strength, rhs, env.max_iterations)
             except SolverFailure:
-                pass
+                continue
+            results[row, column] = (result.work, result.operator_complexity, result.levels)
         if (row + 1) % 16 == 0 or row + 1 == len(cases):
             print(f"{label}: {row + 1}/{len(cases)} cases", file=sys.stderr, flush=True)
-    return works
+    return results
+
+
+def strength_works(env: AnisotropicAMGEnv, cases: list[int], strengths: list[Any], rhs_seed_offset: int = 0,
+                   label: str = "") -> np.ndarray:
+    """(cases, len(strengths)) work of :func:`strength_results`."""
+    return strength_results(env, cases, strengths, rhs_seed_offset, label)[..., 0]
 
 
 def tolerance_works(env: AnisotropicAMGEnv, cases: list[int], rhs_seed_offset: int = 0, label: str = "") -> np.ndarray:
