@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 from gymnasium import spaces
 
+from envs.amg.candidates import CANDIDATE_FEATURE_BOUND, CANDIDATE_FEATURE_NAMES, candidate_aggregation_features
 from envs.amg.graph import (
     EDGE_FEATURE_NAMES,
     EVOLUTION_FEATURE_NAMES,
@@ -22,6 +23,7 @@ from envs.amg.graph import (
     level_graph,
     observation,
     operator_edge_features,
+    smoothed_vectors,
     strength_matrix,
     tolerance_feature_names,
 )
@@ -139,6 +141,7 @@ class AnisotropicAMGEnv(gym.Env):
     | edge_index | (2, E) | int64 | [source; target] node of each edge, sorted by source then target (CSR order); finest: the same for every matrix of size n | [0, N - 1] |
     | edge_features | (E, 8), with ``evolution_features`` (E, 10 + len(evolution_tolerances)) | float32 | :data:`envs.amg.graph.EDGE_FEATURE_NAMES` (then :data:`envs.amg.graph.EVOLUTION_FEATURE_NAMES` and the ``evolution_strong_eps{t}`` columns): A_ij / row max abs, -A_ij / sqrt(A_ii A_jj), doubled-angle direction (cos 2phi, sin 2phi: the same for (i, j) and its mirror edge), is-diagonal, algebraic distance of the smoothed vectors / row max, alignment with the row's strong diffusion direction, the row's anisotropy | [-1, 1] |
     | graph_size (multilevel only) | (2,) | int64 | [N_l, E_l] of the current level | [0, E] |
+    | candidate_features (with ``evolution_tolerances``) | (len(evolution_tolerances), 2) | float32 | per tolerance t, of PyAMG's standard aggregation along the level's ``evolution_strong_eps{t}`` C: log of the weak approximation of the smoothed vectors by its tentative interpolation, log(N_l / aggregates) (:mod:`envs.amg.candidates`) | [-30, 30] |
 
     ## Rewards
     ``log(W_baseline / W)`` with W = operator complexity / -log10(rho), the work per
@@ -191,7 +194,7 @@ class AnisotropicAMGEnv(gym.Env):
     | problem_seed | int | 0 | which parameter draw |
     | report_timings | bool | False | add wall-clock setup/solve seconds to ``info`` |
     | evolution_features | bool | False | append :data:`envs.amg.graph.EVOLUTION_FEATURE_NAMES` (PyAMG's evolution measure on the level, with the level's B) to ``edge_features``: (E, 10) |
-    | evolution_tolerances | list of float | () | with ``evolution_features``: one more ±1 column per drop tolerance t, ``evolution_strong_eps{t}`` (evolution's C with ``epsilon=t``), for policies that choose a tolerance per level (:class:`policies.tolerance.ToleranceChoicePolicy`): (E, 10 + len) |
+    | evolution_tolerances | list of float | () | with ``evolution_features``: one more ±1 column per drop tolerance t, ``evolution_strong_eps{t}`` (evolution's C with ``epsilon=t``), for policies that choose a tolerance per level (:class:`policies.tolerance.ToleranceChoicePolicy`): (E, 10 + len), and the ``candidate_features`` key |
 
     ## Version History
     - v0: initial release; ``mode``, ``problem_family`` and ``evolution_features`` added
@@ -253,6 +256,10 @@ class AnisotropicAMGEnv(gym.Env):
         }
         if multilevel:
             spaces_["graph_size"] = spaces.Box(0, self.edge_capacity, (2,), np.int64)
+        if self.evolution_tolerances:
+            bound = CANDIDATE_FEATURE_BOUND
+            spaces_["candidate_features"] = spaces.Box(
+                -bound, bound, (len(self.evolution_tolerances), len(CANDIDATE_FEATURE_NAMES)), np.float32)
         self.observation_space = spaces.Dict(spaces_)
         self.action_space = spaces.MultiBinary(self.edge_capacity)
         self._baselines: dict[int, SolveResult] = {}
@@ -318,12 +325,20 @@ class AnisotropicAMGEnv(gym.Env):
             self._operator_features[self._case] = features
         return features
 
+    def _candidate_features(self, matrix: sp.spmatrix, operator: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """(K, 2) :mod:`envs.amg.candidates` features of the level's ``evolution_strong_eps{t}`` edge sets."""
+        first = len(EDGE_FEATURE_NAMES) + len(EVOLUTION_FEATURE_NAMES)
+        candidates = operator[:, first:first + len(self.evolution_tolerances)] > 0  # (E_l, K)
+        return candidate_aggregation_features(matrix, self._level_graph, candidates, vectors)
+
     def _observe(self, matrix: sp.spmatrix) -> dict[str, np.ndarray]:
         operator = self._level_operator_features(matrix)
-        obs = observation(matrix, self._level_graph, self.n_smoothed_vectors, self.np_random, operator)
+        vectors = smoothed_vectors(matrix, self.n_smoothed_vectors, self.np_random)  # (N_l, m)
+        obs = observation(matrix, self._level_graph, self.n_smoothed_vectors, self.np_random, operator, vectors)
+        extra = {"candidate_features": self._candidate_features(matrix, operator, vectors)} if self.evolution_tolerances else {}
         if self.mode is EpisodeMode.FINEST:
-            self._last_observation = obs
-            return obs
+            self._last_observation = {**obs, **extra}
+            return self._last_observation
         level = len(self._strengths)
         n_nodes, n_edges = self._level_graph.n_nodes, self._level_graph.n_edges
         node_features = np.zeros(self.observation_space["node_features"].shape, np.float32)  # (N, m + 3)
@@ -338,6 +353,7 @@ class AnisotropicAMGEnv(gym.Env):
             "edge_index": edge_index,
             "edge_features": edge_features,
             "graph_size": np.array([n_nodes, n_edges], np.int64),
+            **extra,
         }
         return self._last_observation
 

@@ -350,10 +350,12 @@ def edge_features(matrix: sp.csr_array, graph: GridGraph | LevelGraph, vectors: 
 
 
 def observation(matrix: sp.csr_array, graph: GridGraph | LevelGraph, n_vectors: int, rng: np.random.Generator,
-                operator_features: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                operator_features: np.ndarray | None = None, vectors: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The env's Dict observation for one operator; the smoothed vectors come from ``rng``
-    (``operator_features``: see :func:`edge_features`)."""
-    vectors = smoothed_vectors(matrix, n_vectors, rng)  # (N, m)
+    unless given (``vectors`` (N, m) from :func:`smoothed_vectors`; ``operator_features``: see
+    :func:`edge_features`)."""
+    if vectors is None:
+        vectors = smoothed_vectors(matrix, n_vectors, rng)  # (N, m)
     return {
         "node_features": node_features(graph, vectors),
         "edge_index": graph.edge_index,
