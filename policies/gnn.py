@@ -59,6 +59,14 @@ __all__ = [
 OBSERVATION_KEYS = ("node_features", "edge_index", "edge_features")
 PADDED_GRAPH_KEY = "graph_size"
 """Optional observation key: (B, 2) int [valid nodes, valid edges] of padded graphs."""
+CANDIDATE_FEATURES_KEY = "candidate_features"
+"""Optional observation key: (B, K, F) features of K candidate edge sets (AnisotropicAMG-v0 with
+``evolution_tolerances``), read by :class:`policies.tolerance.ToleranceChoicePolicy`, ignored here."""
+
+
+def _valid_keys(keys: set[str] | None) -> bool:
+    """The graph keys, plus any of the optional ones."""
+    return keys is not None and set(OBSERVATION_KEYS) <= keys and keys - set(OBSERVATION_KEYS) <= {PADDED_GRAPH_KEY, CANDIDATE_FEATURES_KEY}
 
 
 class Backbone(str, Enum):
@@ -437,11 +445,10 @@ class GNNEdgePolicy(ActorCriticPolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        keys = set(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else set()
-        if keys not in (set(OBSERVATION_KEYS), {*OBSERVATION_KEYS, PADDED_GRAPH_KEY}):
+        if not _valid_keys(set(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else None):
             raise ValueError(
                 f"GNNEdgePolicy needs a Dict observation space with keys {OBSERVATION_KEYS} (and optionally "
-                f"{PADDED_GRAPH_KEY!r}), got {observation_space}"
+                f"{PADDED_GRAPH_KEY!r}, {CANDIDATE_FEATURES_KEY!r}), got {observation_space}"
             )
         n_edges = observation_space["edge_index"].shape[-1]
         if not isinstance(action_space, spaces.MultiBinary) or action_space.shape != (n_edges,):
@@ -542,10 +549,10 @@ class GNNEdgePolicy(ActorCriticPolicy):
     def obs_to_tensor(self, observation: dict[str, np.ndarray]) -> tuple[PyTorchObs, bool]:  # type: ignore[override]
         """Dict of arrays (single or batched, any graph size) -> dict of tensors with a batch dim."""
         keys = set(observation) if isinstance(observation, dict) else None
-        if keys not in (set(OBSERVATION_KEYS), {*OBSERVATION_KEYS, PADDED_GRAPH_KEY}):
+        if not _valid_keys(keys):
             got = sorted(observation) if isinstance(observation, dict) else type(observation).__name__
             raise ValueError(f"observation must be a dict with keys {OBSERVATION_KEYS} (and optionally "
-                             f"{PADDED_GRAPH_KEY!r}), got {got}")
+                             f"{PADDED_GRAPH_KEY!r}, {CANDIDATE_FEATURES_KEY!r}), got {got}")
         vectorized = np.asarray(observation["node_features"]).ndim == 3
         tensors = {}
         for key in sorted(keys):

@@ -28,13 +28,23 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch_geometric.nn import global_mean_pool
 
-from policies.gnn import PADDED_GRAPH_KEY, EdgeScorer, GNNEdgePolicy, batch_graphs
+from policies.gnn import CANDIDATE_FEATURES_KEY, PADDED_GRAPH_KEY, EdgeScorer, GNNEdgePolicy, batch_graphs
 
 __all__ = ["PER_EDGE_OPTIONS", "CandidateChoiceDistribution", "ToleranceChoicePolicy"]
 
 PER_EDGE_OPTIONS = ("distribution", "k", "edge_linear_init", "edge_linear_bias", "entropy_rows", "entropy_samples")
 """:class:`GNNEdgePolicy` options of its per-edge distribution and scorer path, ignored here (a yml
 written for the edge policy can switch ``policy`` without deleting them)."""
+
+
+def _finite_list(values: list[float] | None, length: int, field: str) -> list[float] | None:
+    """``values`` as a list of ``length`` finite floats, or None."""
+    if values is None:
+        return None
+    if (not isinstance(values, (list, tuple)) or len(values) != length
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(float(v)) < float("inf") for v in values)):
+        raise ValueError(f"{field} must be None or a list of {length} finite numbers, got {values!r}")
+    return [float(v) for v in values]
 
 
 class CandidateChoiceDistribution(Distribution):
@@ -128,6 +138,18 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
         initial_choice: candidate the untrained policy prefers (a warm start at a known
             rule, e.g. index 1 = PyAMG's default tolerance 4 above); None: uniform.
         initial_margin: its initial logit advantage over the others (nats, >= 0).
+        candidate_feature_scale: when the observation has AnisotropicAMG-v0's
+            ``candidate_features`` (K, F) (:mod:`envs.amg.candidates`: the aggregation quality
+            of each candidate), a linear term w . (f_k - mean_k f) * scale adds to candidate
+            k's logit, w zero at the start (so the warm start is unchanged). The features
+            differ between candidates by about 0.02-0.1, so the scale (default 10) makes a
+            unit of w about a nat.
+        initial_logits: K initial candidate logits (instead of ``initial_choice`` /
+            ``initial_margin``), e.g. ``-g * biases`` of the supervised
+            ``agents.baselines.amg_tolerance_scorer`` fit.
+        candidate_linear_init: initial w (one per candidate feature; needs
+            ``candidate_features``), e.g. ``-g * weights / candidate_feature_scale`` of that fit:
+            a warm start at the supervised scorer, g nats per unit of predicted log work.
     """
 
     def __init__(
@@ -138,6 +160,9 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
         candidate_columns: list[int] | tuple[int, ...] = (),
         initial_choice: int | None = None,
         initial_margin: float = 2.0,
+        candidate_feature_scale: float = 10.0,
+        initial_logits: list[float] | None = None,
+        candidate_linear_init: list[float] | None = None,
         **kwargs: Any,
     ) -> None:
         n_features = observation_space["edge_features"].shape[-1] if isinstance(observation_space, spaces.Dict) else 0
@@ -149,9 +174,22 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
             raise ValueError(f"initial_choice must be None or an index in [0, {len(columns)}), got {initial_choice!r}")
         if not (isinstance(initial_margin, (int, float)) and 0.0 <= initial_margin < float("inf")):
             raise ValueError(f"initial_margin must be a finite number >= 0, got {initial_margin!r}")
+        if not (isinstance(candidate_feature_scale, (int, float)) and 0.0 < candidate_feature_scale < float("inf")):
+            raise ValueError(f"candidate_feature_scale must be a finite number > 0, got {candidate_feature_scale!r}")
+        n_candidate_features = (observation_space[CANDIDATE_FEATURES_KEY].shape
+                                if isinstance(observation_space, spaces.Dict) and CANDIDATE_FEATURES_KEY in observation_space.spaces
+                                else None)
+        if n_candidate_features is not None and n_candidate_features[0] != len(columns):
+            raise ValueError(f"candidate_columns has {len(columns)} entries but the observation's candidate_features "
+                             f"describe {n_candidate_features[0]} candidates")
+        self.initial_logits = _finite_list(initial_logits, len(columns), "initial_logits")
+        self.candidate_linear_init = _finite_list(candidate_linear_init, (n_candidate_features or (0, 0))[1],
+                                                  "candidate_linear_init (one per candidate feature)")
         for per_edge in PER_EDGE_OPTIONS:
             kwargs.pop(per_edge, None)
         self.candidate_columns, self.initial_choice, self.initial_margin = columns, initial_choice, float(initial_margin)
+        self.candidate_feature_scale = float(candidate_feature_scale)
+        self.n_candidate_features = 0 if n_candidate_features is None else int(n_candidate_features[1])
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
         self.action_dist = CandidateChoiceDistribution()
 
@@ -167,9 +205,18 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
         # among them), so a per-level preference is a few weights rather than a change of the GNN
         self.node_linear = nn.Linear(node_dim, len(self.candidate_columns), bias=False)
         nn.init.zeros_(self.node_linear.weight)
+        # the candidates' own lookahead features, scored with weights shared across candidates
+        self.candidate_linear = nn.Linear(self.n_candidate_features, 1, bias=False) if self.n_candidate_features else None
+        if self.candidate_linear is not None:
+            nn.init.zeros_(self.candidate_linear.weight)
+            if self.candidate_linear_init is not None:
+                with th.no_grad():
+                    self.candidate_linear.weight.copy_(th.tensor([self.candidate_linear_init]))
         with th.no_grad():
             bias = th.zeros(len(self.candidate_columns))
-            if self.initial_choice is not None:
+            if self.initial_logits is not None:
+                bias = th.tensor(self.initial_logits)
+            elif self.initial_choice is not None:
                 bias[self.initial_choice] = self.initial_margin
             self.choice_head[-1].bias.copy_(bias)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
@@ -179,7 +226,8 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
         for per_edge in PER_EDGE_OPTIONS:
             data.pop(per_edge, None)
         data.update(candidate_columns=self.candidate_columns, initial_choice=self.initial_choice,
-                    initial_margin=self.initial_margin)
+                    initial_margin=self.initial_margin, candidate_feature_scale=self.candidate_feature_scale,
+                    initial_logits=self.initial_logits, candidate_linear_init=self.candidate_linear_init)
         return data
 
     def _evaluate(self, obs: PyTorchObs) -> tuple[CandidateChoiceDistribution, th.Tensor]:  # type: ignore[override]
@@ -196,8 +244,13 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
         candidates = edge_features[..., self.candidate_columns] > 0  # (B, E, K)
         if graph.edge_valid is not None:  # padding edges are in no candidate set
             candidates = candidates & graph.edge_valid.view(graph.n_graphs, graph.n_edges, 1)
+        logits = self.choice_head(pooled) + self.node_linear(mean_x)  # (B, K)
+        if self.candidate_linear is not None:
+            features = obs[CANDIDATE_FEATURES_KEY].float()  # (B, K, F)
+            centred = (features - features.mean(dim=1, keepdim=True)) * self.candidate_feature_scale
+            logits = logits + self.candidate_linear(centred).squeeze(-1)
         distribution = self.action_dist.proba_distribution(
-            (self.choice_head(pooled) + self.node_linear(mean_x)) / self.temperature, candidates.permute(0, 2, 1)
+            logits / self.temperature, candidates.permute(0, 2, 1)
         )  # logits (B, K), candidates (B, K, E)
         return distribution, self.scorer.value_head(pooled)  # (B, 1)
 

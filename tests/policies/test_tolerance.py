@@ -70,6 +70,36 @@ def test_a_positive_advantage_raises_the_chosen_tolerances_probability() -> None
     assert after[target] > before[target] + 0.1, (before, after)
 
 
+def test_candidate_features_start_silent_and_their_weight_picks_by_aggregation_quality() -> None:
+    env = _env()
+    policy = _policy(env)  # uniform start
+    assert policy.candidate_linear is not None and not policy.candidate_linear.weight.any()
+    obs, _ = env.reset(seed=0, options={"case": 0})
+    th.testing.assert_close(policy.choice_probabilities(obs), th.full((len(COLUMNS),), 1.0 / len(COLUMNS)))
+    with th.no_grad():
+        policy.candidate_linear.weight.copy_(th.tensor([[-10.0, 0.0]]))  # prefer the smallest weak-approximation measure
+    probabilities = policy.choice_probabilities(obs)
+    assert int(probabilities.argmax()) == int(np.argmin(obs["candidate_features"][:, 0])) and probabilities.max() > 0.6
+    # the edge policy reads the same observations and ignores the key
+    from policies.gnn import GNNEdgePolicy
+
+    edge_policy = GNNEdgePolicy(env.observation_space, env.action_space, lambda _: 0.05)
+    assert edge_policy.predict(obs, deterministic=True)[0].shape == env.action_space.shape
+
+
+def test_a_warm_start_at_the_supervised_scorer_chooses_as_the_scorer() -> None:
+    from agents.baselines.amg_tolerance_scorer import AMGToleranceScorerAgent
+
+    env = _env()
+    weights, biases, gain = [0.4, -0.3], [0.02, 0.0, -0.015], 100.0
+    policy = _policy(env, initial_logits=[-gain * b for b in biases],
+                     candidate_linear_init=[-gain * w / 10.0 for w in weights])  # default candidate_feature_scale 10
+    scorer = AMGToleranceScorerAgent(weights, biases)
+    for case in range(4):
+        obs, _ = env.reset(seed=case, options={"case": case})
+        assert int(policy.choice_probabilities(obs).argmax()) == scorer.choice(obs)
+
+
 def test_bad_arguments_are_named() -> None:
     env = _env()
     with pytest.raises(ValueError, match="candidate_columns"):
@@ -78,6 +108,14 @@ def test_bad_arguments_are_named() -> None:
         ToleranceChoicePolicy(env.observation_space, env.action_space, lambda _: 0.05)
     with pytest.raises(ValueError, match="initial_choice"):
         _policy(env, initial_choice=3)
+    with pytest.raises(ValueError, match="initial_logits"):
+        _policy(env, initial_logits=[0.0, 1.0])  # 3 candidates
+    with pytest.raises(ValueError, match="candidate_linear_init"):
+        _policy(env, candidate_linear_init=[0.0, float("nan")])
+    with pytest.raises(ValueError, match="candidate_feature_scale"):
+        _policy(env, candidate_feature_scale=0.0)
+    with pytest.raises(ValueError, match="candidate_features"):
+        _policy(env, candidate_columns=COLUMNS[:2])  # 2 columns, 3 described candidates
     with pytest.raises(ValueError, match="evolution_tolerances"):
         AnisotropicAMGEnv(evolution_features=True, evolution_tolerances=[0.5])
     with pytest.raises(ValueError, match="evolution_features"):
