@@ -201,7 +201,7 @@ def test_evaluator_reports_agent_and_baselines() -> None:
             "mean_work", "mean_setup_seconds"}
     assert keys <= set(result)
     assert {"symmetric", "symmetric_0.25", "evolution", "evolution_finest_level", "random", "direction",
-            "direction_every_level", "evolution_threshold"} == set(
+            "direction_every_level", "evolution_threshold", "tolerance_scorer"} == set(
         result["baselines"]
     )
     for summary in result["baselines"].values():
