@@ -1,6 +1,6 @@
 """AnisotropicAMG-v0 agents against evolution strength on many fresh test cases (issue 12).
 
-``python -m benchmarks.amg_wide_test --family heterogeneous --agent L=RUN_DIR [...] [--problem-seeds 1 2 ... 8] [--out F]``
+``python -m benchmarks.amg_wide_test --family heterogeneous --agent L=RUN_DIR [...] [--scorer] [--problem-seeds 1 2 ... 8] [--out F]``
 
 The env's test split has 32 cases, and on it differences of a few per cent between C's
 are case-to-case noise (``benchmarks.amg_tolerance``: every fixed drop tolerance's 95 %
@@ -11,7 +11,8 @@ uses problem_seed 0) pooled give the statistical power to tell them apart. For e
 (a run dir, played deterministically with its own env kwargs) and each fixed evolution
 tolerance (:data:`benchmarks.amg_tolerance.TOLERANCES`, PyAMG's solver on every level), it
 reports the mean work and the paired per-case difference to evolution with the default
-tolerance, with its 95 % t interval. Prints progress to stderr, one JSON line to stdout.
+tolerance, with its 95 % t interval; ``--scorer`` adds the supervised ``tolerance_scorer``
+reference (:mod:`agents.baselines.amg_tolerance_scorer`) as a row. Prints progress to stderr, one JSON line to stdout.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from benchmarks.amg_tolerance import DEFAULT_TOLERANCE, TOLERANCES, paired_diffe
 from benchmarks.report import emit_json_line
 from envs.amg.env import AnisotropicAMGEnv
 
-__all__ = ["DEFAULT_PROBLEM_SEEDS", "agent_works", "main"]
+__all__ = ["DEFAULT_PROBLEM_SEEDS", "agent_works", "scorer_works", "main"]
 
 ENV_ID = "AnisotropicAMG-v0"
 DEFAULT_PROBLEM_SEEDS = tuple(range(1, 9))
@@ -43,24 +44,40 @@ def _env_for(kwargs: dict[str, Any], family: str, problem_seed: int) -> Anisotro
     return AnisotropicAMGEnv(**kwargs)
 
 
-def agent_works(agent_text: str, family: str, problem_seeds: tuple[int, ...]) -> np.ndarray:
-    """(cases,) work of the agent's deterministic C on every test case of every draw (NaN: solver failure)."""
-    spec = parse_agent_spec(agent_text)
+def _play(make_agent: Any, env_kwargs: dict[str, Any], family: str, problem_seeds: tuple[int, ...], label: str) -> np.ndarray:
+    """(cases,) work of ``make_agent(env)``'s deterministic C on every test case of every draw (NaN: solver failure)."""
     works = []
     for problem_seed in problem_seeds:
-        env = _env_for(spec.env_kwargs(ENV_ID), family, problem_seed)
-        agent = build_agent(spec, env.action_space, seed=0, device="cpu", env_id=ENV_ID)
+        env = _env_for(env_kwargs, family, problem_seed)
+        agent = make_agent(env)
         for case in range(env.n_cases):
             obs, _ = env.reset(seed=case, options={"case": case})
             terminated = False
             while not terminated:
                 obs, _, terminated, _, info = env.step(agent.predict(obs, deterministic=True)[0])
             works.append(np.nan if info["solver_failed"] else info["work"])
-        print(f"{spec.label}: problem seed {problem_seed} done", file=sys.stderr, flush=True)
+        print(f"{label}: problem seed {problem_seed} done", file=sys.stderr, flush=True)
     return np.asarray(works)
 
 
-def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...]) -> dict[str, Any]:
+def agent_works(agent_text: str, family: str, problem_seeds: tuple[int, ...]) -> np.ndarray:
+    """(cases,) work of a run dir's agent (``LABEL=RUN_DIR``) on every test case of every draw (NaN: solver failure)."""
+    spec = parse_agent_spec(agent_text)
+    make = lambda env: build_agent(spec, env.action_space, seed=0, device="cpu", env_id=ENV_ID)  # noqa: E731
+    return _play(make, spec.env_kwargs(ENV_ID), family, problem_seeds, spec.label)
+
+
+def scorer_works(family: str, problem_seeds: tuple[int, ...]) -> np.ndarray:
+    """(cases,) work of the ``tolerance_scorer`` reference (fitted on the family's training split of draw 0)."""
+    from agents.baselines.amg_tolerance_scorer import SCORER_TOLERANCES, AMGToleranceScorerAgent, fit_tolerance_scorer
+
+    fitted = fit_tolerance_scorer(family, 0, SCORER_TOLERANCES)  # the training draw, as the policies'
+    env_kwargs = {"mode": "multilevel", "evolution_features": True, "evolution_tolerances": list(SCORER_TOLERANCES)}
+    agent = AMGToleranceScorerAgent(fitted["weights"], fitted["biases"])
+    return _play(lambda env: agent, env_kwargs, family, problem_seeds, "tolerance_scorer")
+
+
+def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scorer: bool = False) -> dict[str, Any]:
     blocks = []
     for problem_seed in problem_seeds:
         env = _env_for({}, family, problem_seed)
@@ -79,8 +96,11 @@ def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...]) -> d
         },
         "agents": {},
     }
-    for text in agents:
-        works = agent_works(text, family, problem_seeds)
+    rows = [(text, lambda text=text: agent_works(text, family, problem_seeds)) for text in agents]
+    if scorer:
+        rows.append(("tolerance_scorer", lambda: scorer_works(family, problem_seeds)))
+    for text, play in rows:
+        works = play()
         both = np.column_stack([fixed[:, default], works])  # (cases, 2): column 1 minus column 0
         result["agents"][text] = {"mean_work": float(np.nanmean(works)),
                                   "minus_default": paired_difference(both, np.ones(len(both), int), 0),
@@ -93,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", choices=["constant", "heterogeneous"], default="heterogeneous")
     parser.add_argument("--agent", action="append", default=[], help="LABEL=RUN_DIR (repeatable); none: tolerances only")
     parser.add_argument("--problem-seeds", type=int, nargs="+", default=list(DEFAULT_PROBLEM_SEEDS))
+    parser.add_argument("--scorer", action="store_true",
+                        help="add the tolerance_scorer reference (agents.baselines.amg_tolerance_scorer) as an agent row")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if 0 in args.problem_seeds:
         parser.error("--problem-seeds: 0 is the draw the policies train on; use fresh draws (>= 1)")
-    emit_json_line(measure(args.family, args.agent, tuple(args.problem_seeds)), args.out)
+    emit_json_line(measure(args.family, args.agent, tuple(args.problem_seeds), args.scorer), args.out)
     return 0
 
 

@@ -20,3 +20,16 @@ def test_env_keeps_the_agents_kwargs_and_sets_split_family_and_draw() -> None:
     assert (env.split.value, env.problem_family.value, env.problem_seed) == ("test", "heterogeneous", 3)
     other = _env_for({"grid_size": 8}, "heterogeneous", 4)
     assert env.problems[0] != other.problems[0]  # another draw, other cases
+
+
+def test_the_scorer_row_plays_every_fresh_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from agents.baselines import amg_tolerance_scorer
+    from benchmarks.amg_wide_test import scorer_works
+
+    monkeypatch.setattr(amg_tolerance_scorer, "FIT_CASES", 3)  # fast, and a cache key of its own
+    amg_tolerance_scorer.fit_tolerance_scorer.cache_clear()
+    works = scorer_works("heterogeneous", (1,))
+    amg_tolerance_scorer.fit_tolerance_scorer.cache_clear()
+    assert works.shape == (32,) and np.isfinite(works).all() and (works > 1.0).all()
