@@ -125,7 +125,7 @@ def _scorer_cache_file(problem_family: str, problem_seed: int, tolerances: tuple
 def fit_tolerance_scorer(problem_family: str, problem_seed: int = 0,
                          tolerances: tuple[float, ...] = SCORER_TOLERANCES) -> dict[str, list[float]]:
     """``{"weights": (F,), "biases": (K,), "cases": n}`` fitted on the training split at 32 x 32
-    (about a minute; once per machine: stored in the cache dir, atomic, shared by concurrent processes)."""
+    (about 30 s; once per machine: stored in the cache dir, atomic, shared by concurrent processes)."""
     def build(tmp: Path) -> None:
         tmp.write_text(json.dumps(_fit(*_training_data(problem_family, problem_seed, tolerances)), sort_keys=True))
 

@@ -2,9 +2,10 @@
 
 With ``evolution_tolerances``, AnisotropicAMG-v0 shows, per level, the C PyAMG's evolution
 strength would pick with each drop tolerance. Which of them needs the least solve work
-varies per case by up to 7-9 % (per-case oracle, ``benchmarks/amg_evolution_variants.py``),
-and neither the coefficients nor the candidate hierarchies' sizes predict it. What does
-(measured in the README's AMG section) is a classical AMG quality indicator of each
+varies per case (the per-case oracle over evolution's settings saves 7-9 % on average,
+``benchmarks/amg_evolution_variants.py``), and neither the coefficients nor the candidate
+hierarchies' sizes predict it. What does, in part (``benchmarks/RESULTS.md``, "candidate
+aggregation features"), is a classical AMG quality indicator of each
 candidate's aggregation: the *weak approximation* of the level's smoothed random vectors
 (the error the smoother leaves) by the tentative interpolation T of that aggregation (B =
 ones: T is the aggregate indicator, so the projection onto range(T) is the aggregate mean),
