@@ -12,10 +12,15 @@ predicted work. It is the supervised answer to "can the candidates' features tel
 tolerance a case needs?" that a policy-gradient learner has to match from one scalar reward
 per episode. Reference name: ``tolerance_scorer`` (multi-level mode, tolerances
 :data:`SCORER_TOLERANCES`).
+
+``python -m agents.baselines.amg_tolerance_scorer --family heterogeneous`` fits it (or reads the
+cache) and prints the ``--hyperparams`` that warm-start ``policies.tolerance:ToleranceChoicePolicy``
+at it (:func:`warm_start_kwargs`).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sys
@@ -33,7 +38,8 @@ from envs.amg.graph import EDGE_FEATURE_NAMES, EVOLUTION_FEATURE_NAMES
 from envs.amg.solver import SolverFailure, solve
 from envs.cache import cache_path, ensure_cached
 
-__all__ = ["AMGToleranceScorerAgent", "SCORER_TOLERANCES", "fit_tolerance_scorer", "tolerance_scorer_agent"]
+__all__ = ["AMGToleranceScorerAgent", "SCORER_TOLERANCES", "fit_tolerance_scorer", "tolerance_scorer_agent",
+           "warm_start_kwargs", "main"]
 
 SCORER_TOLERANCES = (3.0, 4.0, 5.0, 6.0, 8.0)
 """The candidate tolerances of the reference agent (the README's tolerance-policy command)."""
@@ -137,3 +143,32 @@ def tolerance_scorer_agent(env: gym.Env, agent: Any, seed: int) -> AMGToleranceS
     core = env.unwrapped
     fitted = fit_tolerance_scorer(core.problem_family.value, core.problem_seed, tuple(core.evolution_tolerances))
     return AMGToleranceScorerAgent(fitted["weights"], fitted["biases"])
+
+
+WARM_START_GAIN = 100.0
+"""Nats of logit per unit of predicted log work in :func:`warm_start_kwargs` (0.01 -> 1 nat)."""
+
+
+def warm_start_kwargs(fitted: dict[str, list[float]], candidate_feature_scale: float = 10.0,
+                      gain: float = WARM_START_GAIN) -> dict[str, list[float]]:
+    """``ToleranceChoicePolicy`` kwargs whose logits are -gain x the scorer's predicted relative log
+    work, so its most probable candidate is the scorer's choice."""
+    return {"initial_logits": [round(-gain * b, 4) for b in fitted["biases"]],
+            "candidate_linear_init": [round(-gain * w / candidate_feature_scale, 4) for w in fitted["weights"]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fit the tolerance scorer; print the policy's warm-start --hyperparams.")
+    parser.add_argument("--family", choices=["constant", "heterogeneous"], default="heterogeneous")
+    parser.add_argument("--problem-seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    fitted = fit_tolerance_scorer(args.family, args.problem_seed)
+    kwargs = warm_start_kwargs(fitted)
+    print(json.dumps(fitted), file=sys.stderr)
+    # no spaces and no quotes, so that ``--hyperparams ... $(python -m agents.baselines.amg_tolerance_scorer)`` works
+    print(" ".join(f"policy_kwargs.{key}={json.dumps(value).replace(' ', '')}" for key, value in kwargs.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

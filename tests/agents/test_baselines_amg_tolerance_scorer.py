@@ -66,3 +66,16 @@ def test_the_registered_reference_uses_the_scorers_tolerances() -> None:
 
     (reference,) = [r for r in envs.entry("AnisotropicAMG-v0").reference_agents if r.name == "tolerance_scorer"]
     assert tuple(reference.env_kwargs["evolution_tolerances"]) == SCORER_TOLERANCES
+
+
+def test_the_cli_prints_warm_start_hyperparams_the_trainer_parses(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from train.config import parse_overrides
+
+    monkeypatch.setattr(scorer, "FIT_CASES", 3)
+    scorer.fit_tolerance_scorer.cache_clear()
+    assert scorer.main(["--family", "heterogeneous"]) == 0
+    scorer.fit_tolerance_scorer.cache_clear()
+    tokens = capsys.readouterr().out.split()  # as the shell splits $(...)
+    overrides = parse_overrides(tokens)
+    assert len(overrides["policy_kwargs"]["initial_logits"]) == len(SCORER_TOLERANCES)
+    assert len(overrides["policy_kwargs"]["candidate_linear_init"]) == 2

@@ -88,12 +88,11 @@ def test_candidate_features_start_silent_and_their_weight_picks_by_aggregation_q
 
 
 def test_a_warm_start_at_the_supervised_scorer_chooses_as_the_scorer() -> None:
-    from agents.baselines.amg_tolerance_scorer import AMGToleranceScorerAgent
+    from agents.baselines.amg_tolerance_scorer import AMGToleranceScorerAgent, warm_start_kwargs
 
     env = _env()
-    weights, biases, gain = [0.4, -0.3], [0.02, 0.0, -0.015], 100.0
-    policy = _policy(env, initial_logits=[-gain * b for b in biases],
-                     candidate_linear_init=[-gain * w / 10.0 for w in weights])  # default candidate_feature_scale 10
+    weights, biases = [0.4, -0.3], [0.02, 0.0, -0.015]
+    policy = _policy(env, **warm_start_kwargs({"weights": weights, "biases": biases}))  # default candidate_feature_scale 10
     scorer = AMGToleranceScorerAgent(weights, biases)
     for case in range(4):
         obs, _ = env.reset(seed=case, options={"case": case})
