@@ -179,9 +179,11 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
         n_candidate_features = (observation_space[CANDIDATE_FEATURES_KEY].shape
                                 if isinstance(observation_space, spaces.Dict) and CANDIDATE_FEATURES_KEY in observation_space.spaces
                                 else None)
-        if n_candidate_features is not None and n_candidate_features[0] != len(columns):
-            raise ValueError(f"candidate_columns has {len(columns)} entries but the observation's candidate_features "
-                             f"describe {n_candidate_features[0]} candidates")
+        if n_candidate_features is not None:  # its rows describe the last K edge-feature columns, in order
+            described = list(range(n_features - n_candidate_features[0], n_features))
+            if columns != described:
+                raise ValueError(f"candidate_columns must be {described} (the candidates the observation's "
+                                 f"candidate_features describe, in order), got {columns}")
         self.initial_logits = _finite_list(initial_logits, len(columns), "initial_logits")
         self.candidate_linear_init = _finite_list(candidate_linear_init, (n_candidate_features or (0, 0))[1],
                                                   "candidate_linear_init (one per candidate feature)")

@@ -115,6 +115,8 @@ def test_bad_arguments_are_named() -> None:
         _policy(env, candidate_feature_scale=0.0)
     with pytest.raises(ValueError, match="candidate_features"):
         _policy(env, candidate_columns=COLUMNS[:2])  # 2 columns, 3 described candidates
+    with pytest.raises(ValueError, match="candidate_features"):
+        _policy(env, candidate_columns=COLUMNS[::-1])  # the features' rows would not match the columns
     with pytest.raises(ValueError, match="evolution_tolerances"):
         AnisotropicAMGEnv(evolution_features=True, evolution_tolerances=[0.5])
     with pytest.raises(ValueError, match="evolution_features"):
