@@ -1,6 +1,6 @@
 """AnisotropicAMG-v0 agents against evolution strength on many fresh test cases (issue 12).
 
-``python -m benchmarks.amg_wide_test --family heterogeneous --agent L=RUN_DIR [...] [--scorer] [--problem-seeds 1 2 ... 8] [--out F]``
+``python -m benchmarks.amg_wide_test --family heterogeneous --agent L=RUN_DIR [...] [--scorer] [--problem-seeds 1 2 ... 8] [--out F] [--plot PNG]``
 
 The env's test split has 32 cases, and on it differences of a few per cent between C's
 are case-to-case noise (``benchmarks.amg_tolerance``: every fixed drop tolerance's 95 %
@@ -30,7 +30,7 @@ from benchmarks.amg_tolerance import DEFAULT_TOLERANCE, TOLERANCES, paired_diffe
 from benchmarks.report import emit_json_line
 from envs.amg.env import AnisotropicAMGEnv
 
-__all__ = ["DEFAULT_PROBLEM_SEEDS", "agent_works", "scorer_works", "main"]
+__all__ = ["DEFAULT_PROBLEM_SEEDS", "agent_works", "plot", "scorer_works", "main"]
 
 ENV_ID = "AnisotropicAMG-v0"
 DEFAULT_PROBLEM_SEEDS = tuple(range(1, 9))
@@ -108,6 +108,20 @@ def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scor
     return result
 
 
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """PNG: every fixed tolerance's and agent's mean work minus evolution's, with paired 95 % intervals."""
+    from benchmarks.aggregate import IntervalEstimate
+    from benchmarks.plots import plot_interval_estimates
+
+    rows = {f"evolution, tolerance {t}": v["minus_default"] for t, v in result["tolerances"].items() if float(t) != DEFAULT_TOLERANCE}
+    rows.update({label.split("=", 1)[0]: v["minus_default"] for label, v in result["agents"].items()})
+    estimates = {name: IntervalEstimate(d["mean"], *d["ci95"]) for name, d in rows.items()}
+    return plot_interval_estimates(
+        estimates, path, xlabel="mean work minus evolution's (< 0: less work)",
+        title=f"{result['family']}, {result['cases']} fresh cases (evolution {result['evolution_default']:.2f})",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=["constant", "heterogeneous"], default="heterogeneous")
@@ -116,10 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scorer", action="store_true",
                         help="add the tolerance_scorer reference (agents.baselines.amg_tolerance_scorer) as an agent row")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of every row's difference to evolution")
     args = parser.parse_args(argv)
     if 0 in args.problem_seeds:
         parser.error("--problem-seeds: 0 is the draw the policies train on; use fresh draws (>= 1)")
-    emit_json_line(measure(args.family, args.agent, tuple(args.problem_seeds), args.scorer), args.out)
+    result = measure(args.family, args.agent, tuple(args.problem_seeds), args.scorer)
+    emit_json_line(result, args.out)
+    if args.plot is not None:
+        plot(result, args.plot)
     return 0
 
 

@@ -33,3 +33,14 @@ def test_the_scorer_row_plays_every_fresh_case(monkeypatch: pytest.MonkeyPatch) 
     works = scorer_works("heterogeneous", (1,))
     amg_tolerance_scorer.fit_tolerance_scorer.cache_clear()
     assert works.shape == (32,) and np.isfinite(works).all() and (works > 1.0).all()
+
+
+def test_the_figure_has_a_row_per_tolerance_and_agent(tmp_path) -> None:
+    from benchmarks.amg_wide_test import plot
+
+    difference = {"mean": -0.1, "ci95": [-0.2, 0.0]}
+    result = {"family": "heterogeneous", "cases": 256, "evolution_default": 15.2,
+              "tolerances": {"4": {"minus_default": {"mean": 0.0, "ci95": [0.0, 0.0]}}, "8": {"minus_default": difference}},
+              "agents": {"L=runs/x": {"minus_default": difference}}}
+    path = plot(result, tmp_path / "wide.png")
+    assert path.stat().st_size > 0
