@@ -148,19 +148,15 @@ def measure(family: str, grid_size: int = 32, train_cases: int = 256, fresh_draw
 
 def plot(report: dict[str, Any], path: Path, split: str = "fresh_test") -> Path:
     """PNG: every variant's, the lookahead's and the oracle's mean work minus the default's, with paired 95 % intervals."""
-    from benchmarks.aggregate import IntervalEstimate
-    from benchmarks.plots import plot_interval_estimates
+    from benchmarks.plots import plot_paired_differences
 
     scores = report[split]
     rows = {f"evolution, {name}": difference
             for name, difference in zip(report["variants"], scores["each_variant_minus_default"]) if name != "default"}
     rows["setup-only lookahead (per case)"] = scores["lookahead"]["minus_default"]
     rows["oracle (best variant per case)"] = scores["oracle"]["minus_default"]
-    estimates = {name: IntervalEstimate(d["mean"], *d["ci95"]) for name, d in rows.items()}
-    return plot_interval_estimates(
-        estimates, path, xlabel="mean work minus default evolution's (< 0: less work)",
-        title=f"AnisotropicAMG-v0 {report['family']}, {report['grid_size']}^2, {scores['cases']} {split.replace('_', ' ')} cases",
-    )
+    return plot_paired_differences(
+        rows, path, title=f"AnisotropicAMG-v0 {report['family']}, {report['grid_size']}^2, {scores['cases']} {split.replace('_', ' ')} cases")
 
 
 def main(argv: list[str] | None = None) -> int:

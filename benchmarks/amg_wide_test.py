@@ -110,16 +110,12 @@ def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scor
 
 def plot(result: dict[str, Any], path: Path) -> Path:
     """PNG: every fixed tolerance's and agent's mean work minus evolution's, with paired 95 % intervals."""
-    from benchmarks.aggregate import IntervalEstimate
-    from benchmarks.plots import plot_interval_estimates
+    from benchmarks.plots import plot_paired_differences
 
     rows = {f"evolution, tolerance {t}": v["minus_default"] for t, v in result["tolerances"].items() if float(t) != DEFAULT_TOLERANCE}
     rows.update({label.split("=", 1)[0]: v["minus_default"] for label, v in result["agents"].items()})
-    estimates = {name: IntervalEstimate(d["mean"], *d["ci95"]) for name, d in rows.items()}
-    return plot_interval_estimates(
-        estimates, path, xlabel="mean work minus evolution's (< 0: less work)",
-        title=f"{result['family']}, {result['cases']} fresh cases (evolution {result['evolution_default']:.2f})",
-    )
+    return plot_paired_differences(
+        rows, path, title=f"{result['family']}, {result['cases']} fresh cases (evolution {result['evolution_default']:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from benchmarks.aggregate import IntervalEstimate
     from benchmarks.throughput import Measurement, Ratio
 
-__all__ = ["plot_interval_estimates", "plot_throughput"]
+__all__ = ["plot_interval_estimates", "plot_paired_differences", "plot_throughput"]
 
 
 def plot_interval_estimates(
@@ -42,6 +42,15 @@ def plot_interval_estimates(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_paired_differences(differences: Mapping[str, Mapping[str, object]], path: Path, *, title: str) -> Path:
+    """One row per rule: its mean work minus a reference's with the paired 95 % interval
+    (``{"mean": m, "ci95": [lo, hi]}``, as ``benchmarks.amg_tolerance.paired_difference`` gives)."""
+    from benchmarks.aggregate import IntervalEstimate
+
+    estimates = {name: IntervalEstimate(float(d["mean"]), *map(float, d["ci95"])) for name, d in differences.items()}
+    return plot_interval_estimates(estimates, path, xlabel="mean work minus evolution's (< 0: less work)", title=title)
 
 
 def plot_throughput(measurements: Sequence[Measurement], ratios: Sequence[Ratio], path: Path, *, title: str) -> Path:

@@ -34,7 +34,7 @@ import pyamg
 
 from envs.amg import AnisotropicAMGEnv
 from envs.amg.candidates import CANDIDATE_FEATURE_NAMES
-from envs.amg.graph import EDGE_FEATURE_NAMES, EVOLUTION_FEATURE_NAMES
+from envs.amg.graph import FIRST_TOLERANCE_COLUMN
 from envs.amg.solver import SolverFailure, solve
 from envs.cache import cache_path, ensure_cached
 
@@ -49,8 +49,6 @@ FIT_GRID_SIZE = 32
 RIDGE_PENALTY = 1.0
 SCORER_CACHE_VERSION = 1
 """Bump when the fit (features, labels, cases, model) changes, so old cache files are not reused."""
-FIRST_TOLERANCE_COLUMN = len(EDGE_FEATURE_NAMES) + len(EVOLUTION_FEATURE_NAMES)
-"""Edge-feature column of the first ``evolution_strong_eps{t}`` candidate."""
 
 
 class AMGToleranceScorerAgent:

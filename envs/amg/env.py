@@ -14,6 +14,7 @@ from envs.amg.candidates import CANDIDATE_FEATURE_BOUND, CANDIDATE_FEATURE_NAMES
 from envs.amg.graph import (
     EDGE_FEATURE_NAMES,
     EVOLUTION_FEATURE_NAMES,
+    FIRST_TOLERANCE_COLUMN,
     GridGraph,
     LevelGraph,
     coarse_coordinates,
@@ -327,7 +328,7 @@ class AnisotropicAMGEnv(gym.Env):
 
     def _candidate_features(self, matrix: sp.spmatrix, operator: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """(K, 2) :mod:`envs.amg.candidates` features of the level's ``evolution_strong_eps{t}`` edge sets."""
-        first = len(EDGE_FEATURE_NAMES) + len(EVOLUTION_FEATURE_NAMES)
+        first = FIRST_TOLERANCE_COLUMN
         candidates = operator[:, first:first + len(self.evolution_tolerances)] > 0  # (E_l, K)
         return candidate_aggregation_features(matrix, self._level_graph, candidates, vectors)
 

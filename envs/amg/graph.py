@@ -22,6 +22,7 @@ import scipy.sparse as sp
 __all__ = [
     "EDGE_FEATURE_NAMES",
     "EVOLUTION_FEATURE_NAMES",
+    "FIRST_TOLERANCE_COLUMN",
     "tolerance_feature_names",
     "JACOBI_OMEGA",
     "JACOBI_SWEEPS",
@@ -65,6 +66,8 @@ EVOLUTION_FEATURE_NAMES: tuple[str, ...] = (
 )
 """Optional edge features (``AnisotropicAMG-v0(evolution_features=True)``): the strong
 classical measure as an input, so a policy can start from it and learn where to deviate."""
+FIRST_TOLERANCE_COLUMN = len(EDGE_FEATURE_NAMES) + len(EVOLUTION_FEATURE_NAMES)
+"""Edge-feature column of the first ``evolution_strong_eps{t}`` column (they follow the evolution features)."""
 
 _OFFSETS = np.array([(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)])  # (8, 2)
 """Neighbour offsets sorted by flat offset dx * n + dy, so each row's edges are in column order."""

@@ -54,9 +54,10 @@ def test_the_fit_is_stored_once_and_reused(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(scorer, "_training_data", lambda *a: calls.append(a) or real(*a))
     monkeypatch.setattr(scorer, "FIT_CASES", 3)  # a different cache key from the real fit's, and fast
     scorer.fit_tolerance_scorer.cache_clear()
-    first = scorer.fit_tolerance_scorer("heterogeneous", 0)
+    # a problem draw no other test fits, so the session's cache holds nothing for it yet
+    first = scorer.fit_tolerance_scorer("heterogeneous", 7)
     scorer.fit_tolerance_scorer.cache_clear()  # a new process: only the disk cache is left
-    assert scorer.fit_tolerance_scorer("heterogeneous", 0) == first
+    assert scorer.fit_tolerance_scorer("heterogeneous", 7) == first
     assert len(calls) == 1 and first["cases"] == 3 and len(first["biases"]) == len(SCORER_TOLERANCES)
     scorer.fit_tolerance_scorer.cache_clear()
 

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from envs.amg.candidates import CANDIDATE_FEATURE_NAMES, weak_approximation
 from envs.amg.env import AnisotropicAMGEnv
-from envs.amg.graph import EDGE_FEATURE_NAMES, EVOLUTION_FEATURE_NAMES
+from envs.amg.graph import FIRST_TOLERANCE_COLUMN
 
 TOLERANCES = [3.0, 4.0, 8.0]
 
@@ -38,7 +38,7 @@ def test_the_env_shows_each_candidates_aggregation_and_its_coarsening_ratio_is_t
     env = AnisotropicAMGEnv(grid_size=16, split="test", mode=mode, problem_family="heterogeneous",
                             evolution_features=True, evolution_tolerances=TOLERANCES)
     assert env.observation_space["candidate_features"].shape == (len(TOLERANCES), len(CANDIDATE_FEATURE_NAMES))
-    first = len(EDGE_FEATURE_NAMES) + len(EVOLUTION_FEATURE_NAMES)
+    first = FIRST_TOLERANCE_COLUMN
     obs, _ = env.reset(seed=0, options={"case": 1})
     again, _ = env.reset(seed=0, options={"case": 1})
     np.testing.assert_array_equal(obs["candidate_features"], again["candidate_features"])  # deterministic per seed
