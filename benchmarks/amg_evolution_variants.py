@@ -17,8 +17,9 @@ evolution strength the baseline to beat on AnisotropicAMG-v0:
   (ridge penalty by 4-fold cross-validation over cases). What an agent could learn that
   sees the K hierarchies it might build, but not their convergence.
 
-Each is scored on the test split and, because 32 cases cannot resolve differences below
-~4 % (README), on the test splits of ``--fresh-draws`` further problem draws
+Each is scored on the first ``--test-cases`` (default 32, the test split these studies were
+measured on) test cases and, because 32 cases cannot resolve differences below ~4 % (README),
+on those of ``--fresh-draws`` further problem draws
 (``problem_seed`` 1, 2, ...), as mean work with the paired 95 % t interval of the
 per-case difference to the default. Prints progress to stderr and one JSON line to stdout.
 """
@@ -34,6 +35,7 @@ import numpy as np
 from benchmarks.amg_tolerance import RESULT_FIELDS, paired_difference, strength_results
 from benchmarks.report import emit_json_line
 from envs.amg.env import AnisotropicAMGEnv
+from envs.amg.problems import FIRST_TEST_CASES
 
 __all__ = ["VARIANTS", "lookahead_features", "fit_lookahead", "lookahead_choice", "measure", "plot", "main"]
 
@@ -113,12 +115,13 @@ def _split_results(family: str, grid_size: int, split: str, cases: int | None, p
     return np.concatenate(pooled)
 
 
-def measure(family: str, grid_size: int = 32, train_cases: int = 256, fresh_draws: int = 8) -> dict[str, Any]:
+def measure(family: str, grid_size: int = 32, train_cases: int = 256, fresh_draws: int = 8,
+            test_cases: int = FIRST_TEST_CASES) -> dict[str, Any]:
     strengths = [("evolution", kwargs) for _, kwargs in VARIANTS]
     train = _split_results(family, grid_size, "train", train_cases, [0], strengths)
-    tests = {"test": _split_results(family, grid_size, "test", None, [0], strengths)}
+    tests = {"test": _split_results(family, grid_size, "test", test_cases, [0], strengths)}
     if fresh_draws:
-        tests["fresh_test"] = _split_results(family, grid_size, "test", None, list(range(1, fresh_draws + 1)), strengths)
+        tests["fresh_test"] = _split_results(family, grid_size, "test", test_cases, list(range(1, fresh_draws + 1)), strengths)
     tuned = int(np.nanargmin(np.nanmean(train[..., WORK], axis=0)))
     coefficients, penalty = fit_lookahead(train)
     report: dict[str, Any] = {
@@ -165,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid-size", type=int, default=32)
     parser.add_argument("--train-cases", type=int, default=256)
     parser.add_argument("--fresh-draws", type=int, default=8, help="further problem draws whose test splits are scored too")
+    parser.add_argument("--test-cases", type=int, default=FIRST_TEST_CASES,
+                        help="the first N test cases of each draw (default: the 32 these studies were measured on)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the differences to the default (fresh draws, else test)")
     args = parser.parse_args(argv)
-    report = measure(args.family, args.grid_size, args.train_cases, args.fresh_draws)
+    report = measure(args.family, args.grid_size, args.train_cases, args.fresh_draws, args.test_cases)
     emit_json_line(report, args.out)
     if args.plot is not None:
         plot(report, args.plot, "fresh_test" if args.fresh_draws else "test")

@@ -43,9 +43,10 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
+from agents.baselines.amg import SEARCH_RHS_SEED_OFFSET
 from benchmarks.report import emit_json_line
 from envs.amg.env import AnisotropicAMGEnv
-from envs.amg.problems import DiffusionProblem, HeterogeneousProblem, right_hand_side
+from envs.amg.problems import FIRST_TEST_CASES, DiffusionProblem, HeterogeneousProblem, right_hand_side
 from envs.amg.solver import SolverFailure, solve
 
 __all__ = ["PAIR_TOLERANCES", "RESULT_FIELDS", "TOLERANCES", "case_descriptor", "knn_choice", "pair_works", "paired_difference",
@@ -57,8 +58,9 @@ PAIR_TOLERANCES = (3.0, 4.0, 5.0, 6.0, 8.0)
 """Tolerances of the (finest, coarser) pairs."""
 DEFAULT_TOLERANCE = 4.0
 KNN_SIZES = (5, 15, 45)
-SECOND_RHS_SEED_OFFSET = 1_000
-"""The second right-hand side of a case is the env's with problem_seed + this offset."""
+SECOND_RHS_SEED_OFFSET = SEARCH_RHS_SEED_OFFSET
+"""The second right-hand side of a case is the env's with problem_seed + this offset (the
+``evolution_tolerance_search`` reference's probe)."""
 
 
 def case_descriptor(problem: DiffusionProblem | HeterogeneousProblem) -> np.ndarray:
@@ -132,7 +134,7 @@ def _chosen(works: np.ndarray, choices: np.ndarray) -> float:
 
 def paired_difference(works: np.ndarray, choices: np.ndarray, reference: int) -> dict[str, float]:
     """Mean per-case work difference (choices - reference column) and its 95 % t interval:
-    whether a difference between two rules on the 32 test cases is more than case-to-case noise."""
+    whether a difference between two rules on the test cases is more than case-to-case noise."""
     difference = works[np.arange(len(works)), choices] - works[:, reference]  # (cases,)
     difference = difference[np.isfinite(difference)]
     half = float(scipy.stats.t.ppf(0.975, len(difference) - 1) * difference.std(ddof=1) / np.sqrt(len(difference)))
@@ -140,10 +142,10 @@ def paired_difference(works: np.ndarray, choices: np.ndarray, reference: int) ->
     return {"mean": mean, "ci95": [mean - half, mean + half]}
 
 
-def measure(family: str, grid_size: int = 32, train_cases: int = 256) -> dict[str, Any]:
+def measure(family: str, grid_size: int = 32, train_cases: int = 256, test_cases: int = FIRST_TEST_CASES) -> dict[str, Any]:
     train = AnisotropicAMGEnv(grid_size=grid_size, split="train", problem_family=family)
     test = AnisotropicAMGEnv(grid_size=grid_size, split="test", problem_family=family)
-    train_ids, test_ids = list(range(min(train_cases, train.n_cases))), list(range(test.n_cases))
+    train_ids, test_ids = list(range(min(train_cases, train.n_cases))), list(range(min(test_cases, test.n_cases)))
     train_works = tolerance_works(train, train_ids, label=f"{family} train")
     test_works = tolerance_works(test, test_ids, label=f"{family} test")
     other_rhs = tolerance_works(test, test_ids, SECOND_RHS_SEED_OFFSET, label=f"{family} test, second rhs")
@@ -195,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", choices=["constant", "heterogeneous"], default="heterogeneous")
     parser.add_argument("--grid-size", type=int, default=32)
     parser.add_argument("--train-cases", type=int, default=256)
+    parser.add_argument("--test-cases", type=int, default=FIRST_TEST_CASES,
+                        help="the first N test cases (default: the 32 of the split these studies were measured on)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    emit_json_line(measure(args.family, args.grid_size, args.train_cases), args.out)
+    emit_json_line(measure(args.family, args.grid_size, args.train_cases, args.test_cases), args.out)
     return 0
 
 

@@ -2,12 +2,15 @@
 
 ``python -m benchmarks.amg_wide_test --family heterogeneous --agent L=RUN_DIR [...] [--scorer] [--problem-seeds 1 2 ... 8] [--out F] [--plot PNG]``
 
-The env's test split has 32 cases, and on it differences of a few per cent between C's
-are case-to-case noise (``benchmarks.amg_tolerance``: every fixed drop tolerance's 95 %
-interval against the default is about ±0.65 of work). Every ``problem_seed`` draws a new,
-disjoint set of cases with the same distribution, so the test splits of
-``--problem-seeds`` (default 1-8: 256 cases none of which any policy trained on; training
-uses problem_seed 0) pooled give the statistical power to tell them apart. For each agent
+Until 2026-12-06 the env's test split had 32 cases, and on them differences of a few per
+cent between C's are case-to-case noise (``benchmarks.amg_tolerance``: every fixed drop
+tolerance's 95 % interval against the default is about ±0.65 of work). Every
+``problem_seed`` draws a new, disjoint set of cases with the same distribution, so the first
+``--test-cases`` (default 32) test cases of ``--problem-seeds`` (default 1-8: 256 cases none of
+which any policy trained on; training uses problem_seed 0) pooled give the statistical power
+to tell them apart. ``--env-test-split`` scores the env's own test split instead (256 cases
+since 2026-12-06, disjoint from the training split of the same draw): the cases of eval.json,
+with the paired intervals eval.json does not give. For each agent
 (a run dir, played deterministically with its own env kwargs) and each fixed evolution
 tolerance (:data:`benchmarks.amg_tolerance.TOLERANCES`, PyAMG's solver on every level), it
 reports the mean work and the paired per-case difference to evolution with the default
@@ -29,6 +32,7 @@ from benchmarks.agent_spec import build_agent, parse_agent_spec
 from benchmarks.amg_tolerance import DEFAULT_TOLERANCE, TOLERANCES, paired_difference, tolerance_works
 from benchmarks.report import emit_json_line
 from envs.amg.env import AnisotropicAMGEnv
+from envs.amg.problems import FIRST_TEST_CASES, SPLIT_SIZES, Split
 
 __all__ = ["DEFAULT_PROBLEM_SEEDS", "agent_works", "plot", "scorer_works", "main"]
 
@@ -44,13 +48,19 @@ def _env_for(kwargs: dict[str, Any], family: str, problem_seed: int) -> Anisotro
     return AnisotropicAMGEnv(**kwargs)
 
 
-def _play(make_agent: Any, env_kwargs: dict[str, Any], family: str, problem_seeds: tuple[int, ...], label: str) -> np.ndarray:
-    """(cases,) work of ``make_agent(env)``'s deterministic C on every test case of every draw (NaN: solver failure)."""
+def _cases(env: AnisotropicAMGEnv, test_cases: int) -> list[int]:
+    return list(range(min(test_cases, env.n_cases)))
+
+
+def _play(make_agent: Any, env_kwargs: dict[str, Any], family: str, problem_seeds: tuple[int, ...], label: str,
+          test_cases: int) -> np.ndarray:
+    """(cases,) work of ``make_agent(env)``'s deterministic C on the first ``test_cases`` test cases of every
+    draw (NaN: solver failure)."""
     works = []
     for problem_seed in problem_seeds:
         env = _env_for(env_kwargs, family, problem_seed)
         agent = make_agent(env)
-        for case in range(env.n_cases):
+        for case in _cases(env, test_cases):
             obs, _ = env.reset(seed=case, options={"case": case})
             terminated = False
             while not terminated:
@@ -60,28 +70,29 @@ def _play(make_agent: Any, env_kwargs: dict[str, Any], family: str, problem_seed
     return np.asarray(works)
 
 
-def agent_works(agent_text: str, family: str, problem_seeds: tuple[int, ...]) -> np.ndarray:
-    """(cases,) work of a run dir's agent (``LABEL=RUN_DIR``) on every test case of every draw (NaN: solver failure)."""
+def agent_works(agent_text: str, family: str, problem_seeds: tuple[int, ...], test_cases: int = FIRST_TEST_CASES) -> np.ndarray:
+    """(cases,) work of a run dir's agent (``LABEL=RUN_DIR``) on the test cases of every draw (NaN: solver failure)."""
     spec = parse_agent_spec(agent_text)
     make = lambda env: build_agent(spec, env.action_space, seed=0, device="cpu", env_id=ENV_ID)  # noqa: E731
-    return _play(make, spec.env_kwargs(ENV_ID), family, problem_seeds, spec.label)
+    return _play(make, spec.env_kwargs(ENV_ID), family, problem_seeds, spec.label, test_cases)
 
 
-def scorer_works(family: str, problem_seeds: tuple[int, ...]) -> np.ndarray:
+def scorer_works(family: str, problem_seeds: tuple[int, ...], test_cases: int = FIRST_TEST_CASES) -> np.ndarray:
     """(cases,) work of the ``tolerance_scorer`` reference (fitted on the family's training split of draw 0)."""
     from agents.baselines.amg_tolerance_scorer import SCORER_TOLERANCES, AMGToleranceScorerAgent, fit_tolerance_scorer
 
     fitted = fit_tolerance_scorer(family, 0, SCORER_TOLERANCES)  # the training draw, as the policies'
     env_kwargs = {"mode": "multilevel", "evolution_features": True, "evolution_tolerances": list(SCORER_TOLERANCES)}
     agent = AMGToleranceScorerAgent(fitted["weights"], fitted["biases"])
-    return _play(lambda env: agent, env_kwargs, family, problem_seeds, "tolerance_scorer")
+    return _play(lambda env: agent, env_kwargs, family, problem_seeds, "tolerance_scorer", test_cases)
 
 
-def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scorer: bool = False) -> dict[str, Any]:
+def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scorer: bool = False,
+            test_cases: int = FIRST_TEST_CASES) -> dict[str, Any]:
     blocks = []
     for problem_seed in problem_seeds:
         env = _env_for({}, family, problem_seed)
-        blocks.append(tolerance_works(env, list(range(env.n_cases)), label=f"tolerances, problem seed {problem_seed}"))
+        blocks.append(tolerance_works(env, _cases(env, test_cases), label=f"tolerances, problem seed {problem_seed}"))
     fixed = np.concatenate(blocks)  # (cases, len(TOLERANCES))
     default = TOLERANCES.index(DEFAULT_TOLERANCE)
     result: dict[str, Any] = {
@@ -96,9 +107,9 @@ def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scor
         },
         "agents": {},
     }
-    rows = [(text, lambda text=text: agent_works(text, family, problem_seeds)) for text in agents]
+    rows = [(text, lambda text=text: agent_works(text, family, problem_seeds, test_cases)) for text in agents]
     if scorer:
-        rows.append(("tolerance_scorer", lambda: scorer_works(family, problem_seeds)))
+        rows.append(("tolerance_scorer", lambda: scorer_works(family, problem_seeds, test_cases)))
     for text, play in rows:
         works = play()
         both = np.column_stack([fixed[:, default], works])  # (cases, 2): column 1 minus column 0
@@ -125,12 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--problem-seeds", type=int, nargs="+", default=list(DEFAULT_PROBLEM_SEEDS))
     parser.add_argument("--scorer", action="store_true",
                         help="add the tolerance_scorer reference (agents.baselines.amg_tolerance_scorer) as an agent row")
+    parser.add_argument("--test-cases", type=int, default=FIRST_TEST_CASES,
+                        help="the first N test cases of each draw (default 32: 8 draws give 256 cases)")
+    parser.add_argument("--env-test-split", action="store_true",
+                        help="score the env's own test split instead (problem draw 0, all its cases: the split "
+                             "eval.json reports; disjoint from the training split)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="PNG of every row's difference to evolution")
     args = parser.parse_args(argv)
     if 0 in args.problem_seeds:
-        parser.error("--problem-seeds: 0 is the draw the policies train on; use fresh draws (>= 1)")
-    result = measure(args.family, args.agent, tuple(args.problem_seeds), args.scorer)
+        parser.error("--problem-seeds: 0 is the draw the policies train on; use fresh draws (>= 1), "
+                     "or --env-test-split for its test split")
+    seeds, cases = (((0,), SPLIT_SIZES[Split.TEST]) if args.env_test_split else (tuple(args.problem_seeds), args.test_cases))
+    result = measure(args.family, args.agent, seeds, args.scorer, cases)
     emit_json_line(result, args.out)
     if args.plot is not None:
         plot(result, args.plot)

@@ -13,6 +13,16 @@ def test_training_draw_is_refused() -> None:
     assert raised.value.code == 2
 
 
+def test_the_env_test_split_is_every_test_case_of_the_training_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import amg_wide_test
+
+    calls = []
+    monkeypatch.setattr(amg_wide_test, "measure", lambda *args: calls.append(args) or {"family": args[0]})
+    monkeypatch.setattr(amg_wide_test, "emit_json_line", lambda *args: None)
+    assert main(["--env-test-split", "--family", "constant"]) == 0
+    assert calls == [("constant", [], (0,), False, 256)]
+
+
 def test_env_keeps_the_agents_kwargs_and_sets_split_family_and_draw() -> None:
     env = _env_for({"grid_size": 8, "mode": "multilevel", "evolution_features": True, "transfer_grid_sizes": [64]},
                    "heterogeneous", 3)

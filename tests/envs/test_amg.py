@@ -29,6 +29,23 @@ def test_splits_are_disjoint_and_in_range() -> None:
     assert split_problems("test", 64)[3].epsilon == split_problems("test", 32)[3].epsilon  # same draw at every size
 
 
+@pytest.mark.parametrize(("family", "pinned"), [
+    ("constant", {("train", 0): (0.05237698411624907, 1.7731551724243484), ("val", 31): (0.11799685998458462, 2.102365497984113),
+                  ("test", 0): (0.034694538819682756, 0.02072987383399975), ("test", 31): (0.21334190140788004, 2.376511516588054)}),
+    ("heterogeneous", {("train", 0): (0.04677703157244801, 1.8213512969653631), ("val", 31): (0.02320545810837362, 1.9768703528492593),
+                       ("test", 0): (0.0012853813263197969, 1.523510175735171), ("test", 31): (0.4682186639574277, 1.2506835134868552)}),
+])
+def test_first_release_cases_keep_their_parameters(family: str, pinned: dict) -> None:
+    """Growing the test split (32 -> 256 cases) kept every earlier case: results measured on
+    the first release's split are those of test cases 0-31 today (values from the old stream;
+    heterogeneous: the first region's eps and the last region's theta)."""
+    for (split, case), (epsilon, theta) in pinned.items():
+        described = split_problems(split, 32, 0, family)[case].describe()
+        if family == "heterogeneous":
+            described = {"epsilon": described["epsilon"][0], "theta": described["theta"][-1]}
+        assert (described["epsilon"], described["theta"]) == (epsilon, theta), (split, case)
+
+
 def test_matrix_is_spd_nine_point_and_strong_along_theta() -> None:
     matrix = DiffusionProblem(epsilon=1e-3, theta=0.0, grid_size=5).matrix()
     dense = matrix.toarray()
@@ -201,7 +218,8 @@ def test_evaluator_reports_agent_and_baselines() -> None:
             "mean_work", "mean_setup_seconds"}
     assert keys <= set(result)
     assert {"symmetric", "symmetric_0.25", "evolution", "evolution_finest_level", "random", "direction",
-            "direction_every_level", "evolution_threshold", "tolerance_scorer"} == set(
+            "direction_every_level", "evolution_threshold", "tolerance_scorer", "evolution_tolerance_search",
+            "evolution_tolerance_oracle"} == set(
         result["baselines"]
     )
     for summary in result["baselines"].values():
