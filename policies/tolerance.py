@@ -30,7 +30,11 @@ from torch_geometric.nn import global_mean_pool
 
 from policies.gnn import CANDIDATE_FEATURES_KEY, PADDED_GRAPH_KEY, EdgeScorer, GNNEdgePolicy, batch_graphs
 
-__all__ = ["PER_EDGE_OPTIONS", "CandidateChoiceDistribution", "ToleranceChoicePolicy"]
+__all__ = ["DEFAULT_CANDIDATE_FEATURE_SCALE", "PER_EDGE_OPTIONS", "CandidateChoiceDistribution", "ToleranceChoicePolicy"]
+
+DEFAULT_CANDIDATE_FEATURE_SCALE = 10.0
+"""Factor on the centred ``candidate_features`` before the linear term: they differ between
+candidates by about 0.02-0.1, so a unit of weight is then about a nat."""
 
 PER_EDGE_OPTIONS = ("distribution", "k", "edge_linear_init", "edge_linear_bias", "entropy_rows", "entropy_samples")
 """:class:`GNNEdgePolicy` options of its per-edge distribution and scorer path, ignored here (a yml
@@ -160,7 +164,7 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
         candidate_columns: list[int] | tuple[int, ...] = (),
         initial_choice: int | None = None,
         initial_margin: float = 2.0,
-        candidate_feature_scale: float = 10.0,
+        candidate_feature_scale: float = DEFAULT_CANDIDATE_FEATURE_SCALE,
         initial_logits: list[float] | None = None,
         candidate_linear_init: list[float] | None = None,
         **kwargs: Any,

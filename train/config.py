@@ -39,6 +39,8 @@ RESERVED_KEYS: dict[str, str] = {
     "n_timesteps": "total env steps to train for",
     "policy": "SB3 policy name (e.g. MlpPolicy) or 'module:Class'",
     "policy_kwargs": "mapping passed to the policy constructor",
+    "warm_start": "'module:function' (env_id, env_kwargs, policy_kwargs) -> the policy_kwargs that start the policy"
+    " at a supervised fit (e.g. AMG's tolerance scorer), merged in before the model is built; null: none",
     "env_wrapper": "'module:Class' (or a list of them) applied to every env, innermost first"
     " (with vec_env 'torch': to the evaluation env only, the torch VecEnv being already SB3-facing)",
     "env_kwargs": "mapping passed to gym.make for training envs",
@@ -92,6 +94,9 @@ class RunConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
     callbacks: tuple[str, ...] = ()
+    warm_start: str | None = None
+    """``"module:function"`` whose returned policy kwargs start the policy at a supervised fit;
+    the runner merges them into ``policy_kwargs`` (config.yml records both)."""
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     """Constructor keyword arguments of the algorithm (everything not reserved)."""
 
@@ -102,6 +107,8 @@ class RunConfig:
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if self.vec_env not in VEC_ENV_KINDS:
             raise UsageError(f"vec_env must be one of {', '.join(VEC_ENV_KINDS)}; got {self.vec_env!r}")
+        if self.warm_start is not None and (not isinstance(self.warm_start, str) or ":" not in self.warm_start):
+            raise UsageError(f"warm_start must be 'module:function' or null, got {self.warm_start!r}")
 
     @property
     def evaluation_env_kwargs(self) -> dict[str, Any]:
@@ -349,5 +356,6 @@ def resolve_config(
         env_kwargs=dict(reserved.get("env_kwargs") or {}),
         eval_env_kwargs=dict(reserved.get("eval_env_kwargs") or {}),
         callbacks=tuple(reserved.get("callbacks") or ()),
+        warm_start=reserved.get("warm_start"),
         algo_kwargs=settings,
     )

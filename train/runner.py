@@ -15,6 +15,7 @@ A run directory holds::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pickle
 import platform
@@ -41,7 +42,7 @@ from train.config import RunConfig, UsageError, resolve_device
 from train.plots import plot_learning_curve
 from train.schedules import parse_schedule
 
-__all__ = ["RunResult", "new_run_dir", "build_wrapper", "train_run", "resume_run"]
+__all__ = ["RunResult", "new_run_dir", "build_wrapper", "train_run", "resume_run", "warm_started"]
 
 RunResult = dict[str, Any]
 
@@ -116,6 +117,27 @@ def _build_vec_env(config: RunConfig, run_dir: Path, seed: int | None, resuming:
         monitor_dir=str(run_dir / "monitor"),
         monitor_kwargs={"override_existing": not resuming},
     )
+
+
+def warm_started(config: RunConfig) -> RunConfig:
+    """``config`` with the policy kwargs of its ``warm_start`` function merged in.
+
+    A key the function sets that ``policy_kwargs`` already gives differently is an error (a
+    silent winner would hide which start was used); an equal value is fine, so a run's own
+    config.yml, which records the merged kwargs, can be given back with ``--config``."""
+    if config.warm_start is None:
+        return config
+    function = import_target(config.warm_start, "warm_start", UsageError)
+    print(f"warm start: {config.warm_start} ...", flush=True)
+    try:
+        start = function(config.env_id, dict(config.env_kwargs), dict(config.policy_kwargs))
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"warm_start {config.warm_start}: {_one_line(err)}") from err
+    clashes = sorted(k for k, v in start.items() if k in config.policy_kwargs and config.policy_kwargs[k] != v)
+    if clashes:
+        raise UsageError(f"policy_kwargs {clashes} are set by warm_start {config.warm_start!r}; "
+                         "pass --hyperparams warm_start=null to set them yourself")
+    return dataclasses.replace(config, policy_kwargs={**config.policy_kwargs, **start})
 
 
 def _resolve_policy(policy: str) -> Any:
@@ -198,6 +220,7 @@ def train_run(config: RunConfig, run_dir: Path, command: str | None = None) -> R
 
     config.yml is written once both are built, so a run rejected for a bad setting leaves
     no config behind that ``--resume`` would pick up."""
+    config = warm_started(config)
     print(yaml.safe_dump({"run_dir": str(run_dir), **config.to_yaml_dict()}, sort_keys=False), flush=True)
     env = _build_env(config, run_dir, seed=config.seed, resuming=False)
     algo_class = algorithm_spec(config.algo).load_class()

@@ -37,9 +37,10 @@ from envs.amg.candidates import CANDIDATE_FEATURE_NAMES
 from envs.amg.graph import FIRST_TOLERANCE_COLUMN
 from envs.amg.solver import SolverFailure, solve
 from envs.cache import cache_path, ensure_cached
+from policies.tolerance import DEFAULT_CANDIDATE_FEATURE_SCALE
 
-__all__ = ["AMGToleranceScorerAgent", "SCORER_TOLERANCES", "fit_tolerance_scorer", "tolerance_scorer_agent",
-           "warm_start_kwargs", "main"]
+__all__ = ["AMGToleranceScorerAgent", "SCORER_TOLERANCES", "fit_tolerance_scorer", "scorer_warm_start",
+           "tolerance_scorer_agent", "warm_start_kwargs", "main"]
 
 SCORER_TOLERANCES = (3.0, 4.0, 5.0, 6.0, 8.0)
 """The candidate tolerances of the reference agent (the README's tolerance-policy command)."""
@@ -147,12 +148,25 @@ WARM_START_GAIN = 100.0
 """Nats of logit per unit of predicted log work in :func:`warm_start_kwargs` (0.01 -> 1 nat)."""
 
 
-def warm_start_kwargs(fitted: dict[str, list[float]], candidate_feature_scale: float = 10.0,
+def warm_start_kwargs(fitted: dict[str, list[float]], candidate_feature_scale: float = DEFAULT_CANDIDATE_FEATURE_SCALE,
                       gain: float = WARM_START_GAIN) -> dict[str, list[float]]:
     """``ToleranceChoicePolicy`` kwargs whose logits are -gain x the scorer's predicted relative log
     work, so its most probable candidate is the scorer's choice."""
     return {"initial_logits": [round(-gain * b, 4) for b in fitted["biases"]],
             "candidate_linear_init": [round(-gain * w / candidate_feature_scale, 4) for w in fitted["weights"]]}
+
+
+def scorer_warm_start(env_id: str, env_kwargs: dict[str, Any], policy_kwargs: dict[str, Any]) -> dict[str, list[float]]:
+    """The training ymls' ``warm_start`` (:func:`train.runner.warm_started`): the
+    :func:`warm_start_kwargs` of the scorer fitted on the family, problem draw and tolerances
+    that ``env_kwargs`` train on (fitted once per machine, then read from the cache dir)."""
+    core = AnisotropicAMGEnv(**env_kwargs)  # the env's own parsing and defaults of the three fields
+    if not core.evolution_tolerances:
+        raise ValueError(f"{env_id}: the tolerance scorer's warm start needs env_kwargs.evolution_tolerances "
+                         f"(e.g. {list(SCORER_TOLERANCES)}) and evolution_features=true")
+    fitted = fit_tolerance_scorer(core.problem_family.value, core.problem_seed, core.evolution_tolerances)
+    scale = policy_kwargs.get("candidate_feature_scale", DEFAULT_CANDIDATE_FEATURE_SCALE)
+    return warm_start_kwargs(fitted, scale)
 
 
 def main(argv: list[str] | None = None) -> int:
