@@ -6,7 +6,9 @@ references (:func:`solver_references`) run PyAMG's measures on every level, so t
 table shows both what the agent's formulation can reach and what classical AMG
 reaches outside it. Reference names: ``random`` (the agent's own mode), ``direction``
 (finest level only), ``direction_every_level`` (multi-level mode), ``evolution_threshold``
-(multi-level mode: a threshold on the undropped evolution measure, tuned on training cases).
+(multi-level mode: a threshold on the undropped evolution measure, tuned on training cases),
+and, from :func:`tolerance_search_baselines`, ``evolution_tolerance_search`` (a per-case
+black-box search over evolution's drop tolerance) and ``evolution_tolerance_oracle``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from pyamg.strength import evolution_strength_of_connection
 from envs.amg import DEFAULT_EDGES_PER_ROW, AnisotropicAMGEnv
 from envs.amg.graph import EDGE_FEATURE_NAMES, EVOLUTION_FEATURE_NAMES
 from envs.amg.metrics import solver_record, summarise_solves
+from envs.amg.problems import right_hand_side
 from envs.amg.solver import SolveResult, SolverFailure, StrengthMeasure, finest_level_strength, solve
 from envs.cache import cache_path, ensure_cached
 
 __all__ = [
     "AMGDirectionAgent", "AMGMeasureThresholdAgent", "AMGRandomKPerRowAgent", "THRESHOLD_GRID", "direction_agent",
     "edges_per_row", "evolution_threshold_agent", "random_k_per_row_agent", "solver_baselines", "solver_references",
-    "tuned_measure_threshold",
+    "SEARCH_RHS_SEED_OFFSET", "SEARCH_TOLERANCES", "tolerance_search_baselines", "tuned_measure_threshold",
 ]
 
 
@@ -254,12 +257,51 @@ def solver_baselines(env: AnisotropicAMGEnv, case: int) -> dict[str, dict[str, A
     return records
 
 
+SEARCH_TOLERANCES = (3.0, 4.0, 5.0, 6.0, 8.0)
+"""Evolution drop tolerances the search and the oracle choose from (PyAMG's default is 4; the
+tolerance policy's and the tolerance scorer's candidates)."""
+SEARCH_RHS_SEED_OFFSET = 1_000
+"""The search's probe right-hand side of a case is the env's for ``problem_seed`` + this offset:
+another seeded N(0, I) vector, never the one the score is measured on."""
+
+
+def tolerance_search_baselines(env: AnisotropicAMGEnv, case: int) -> dict[str, dict[str, Any]]:
+    """Two per-case references over evolution strength's drop tolerance on every level.
+
+    ``evolution_tolerance_search``: solve the case with every :data:`SEARCH_TOLERANCES` value
+    on a probe right-hand side (:data:`SEARCH_RHS_SEED_OFFSET`) and keep the tolerance with the
+    least work: the black-box search an AMG user who solves many right-hand sides with one
+    matrix would run. Its record is the kept tolerance's solve of the scored right-hand side;
+    the 5 probe setups and solves (about 5 x its work) are not counted.
+    ``evolution_tolerance_oracle``: the tolerance with the least work on the scored solve
+    itself, an upper bound for any choice among these C's (the tolerance policy's action set).
+    """
+    matrix, reference = env.problems[case].matrix(), env.baseline(case)
+    probe = right_hand_side(env.problem_seed + SEARCH_RHS_SEED_OFFSET, env.split, case, env.graph.n_nodes)
+
+    def attempt(tolerance: float, rhs: np.ndarray) -> SolveResult | None:
+        try:
+            return solve(matrix, ("evolution", {"epsilon": tolerance}), rhs, env.max_iterations)
+        except SolverFailure:
+            return None
+
+    scored = [attempt(t, env.rhs(case)) for t in SEARCH_TOLERANCES]
+    probed = [attempt(t, probe) for t in SEARCH_TOLERANCES]
+    work = [np.inf if r is None else r.work for r in probed]  # (K,)
+    searched = scored[int(np.argmin(work))] if np.isfinite(min(work)) else None
+    successes = [r for r in scored if r is not None]
+    oracle = min(successes, key=lambda r: r.work) if successes else None
+    return {"evolution_tolerance_search": solver_record(searched, reference),
+            "evolution_tolerance_oracle": solver_record(oracle, reference)}
+
+
 def solver_references(context: Any) -> dict[str, Any]:
-    """Evaluation extras: :func:`solver_baselines` on the agent's test cases, and the setting."""
+    """Evaluation extras: :func:`solver_baselines` and :func:`tolerance_search_baselines` on the
+    agent's test cases, and the setting."""
     core: AnisotropicAMGEnv = context.env.unwrapped
     records: dict[str, list[dict[str, Any]]] = {}
     for case, _ in context.episodes:
-        for name, record in solver_baselines(core, case).items():
+        for name, record in {**solver_baselines(core, case), **tolerance_search_baselines(core, case)}.items():
             records.setdefault(name, []).append(record)
     return {
         "grid_size": core.grid_size,
