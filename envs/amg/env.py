@@ -186,7 +186,7 @@ class AnisotropicAMGEnv(gym.Env):
     | Parameter | Type | Default | Description |
     |---|---|---|---|
     | grid_size | int | 32 | unknowns per side, >= 2 (64, 128 for transfer) |
-    | split | str | "train" | "train" 256 cases / "val" 32 / "test" 32, disjoint parameters |
+    | split | str | "train" | "train" 256 cases / "val" 32 / "test" 256 (32 until 2026-12-06: today's cases 0-31), disjoint parameters |
     | mode | str | "finest" | :class:`EpisodeMode`: ``finest`` or ``multilevel`` |
     | problem_family | str | "constant" | :class:`envs.amg.problems.ProblemFamily`: ``constant`` or ``heterogeneous`` |
     | coarse_strength | str | "symmetric" | :class:`StrengthMeasure` of the reference and of the levels the agent does not choose: ``symmetric`` (theta 0, PyAMG's default), ``evolution``, ``symmetric_0.25`` |
@@ -200,7 +200,8 @@ class AnisotropicAMGEnv(gym.Env):
     ## Version History
     - v0: initial release; ``mode``, ``problem_family`` and ``evolution_features`` added
       with defaults that keep the original behaviour (the ``is_diagonal`` and ``a_over_diagonal`` features are
-      unchanged on constant-coefficient grids).
+      unchanged on constant-coefficient grids). 2026-12-06: the test split grew from 32 to 256
+      cases (cases 0-31, train and val unchanged), so that a 1-2 % difference in work is resolvable.
     """
 
     metadata = {"render_modes": []}
