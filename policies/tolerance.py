@@ -138,7 +138,9 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
     n_layers, heads, temperature, optimizer_class, optimizer_kwargs):
         candidate_columns: edge-feature columns holding the candidate sets (+1 = edge in
             the set), e.g. AnisotropicAMG-v0's ``evolution_strong_eps{t}`` columns 10-14 for
-            ``evolution_tolerances=[3, 4, 5, 6, 8]``.
+            ``evolution_tolerances=[3, 4, 5, 6, 8]``. None (default): the columns the
+            observation's ``candidate_features`` describe (its last K edge-feature columns);
+            required when it has none.
         initial_choice: candidate the untrained policy prefers (a warm start at a known
             rule, e.g. index 1 = PyAMG's default tolerance 4 above); None: uniform.
         initial_margin: its initial logit advantage over the others (nats, >= 0).
@@ -161,7 +163,7 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
         observation_space: spaces.Dict,
         action_space: spaces.MultiBinary,
         lr_schedule: Schedule,
-        candidate_columns: list[int] | tuple[int, ...] = (),
+        candidate_columns: list[int] | tuple[int, ...] | None = None,
         initial_choice: int | None = None,
         initial_margin: float = 2.0,
         candidate_feature_scale: float = DEFAULT_CANDIDATE_FEATURE_SCALE,
@@ -170,24 +172,26 @@ class ToleranceChoicePolicy(GNNEdgePolicy):
         **kwargs: Any,
     ) -> None:
         n_features = observation_space["edge_features"].shape[-1] if isinstance(observation_space, spaces.Dict) else 0
+        n_candidate_features = (observation_space[CANDIDATE_FEATURES_KEY].shape
+                                if isinstance(observation_space, spaces.Dict) and CANDIDATE_FEATURES_KEY in observation_space.spaces
+                                else None)
+        # candidate_features' rows describe the last K edge-feature columns, in order
+        described = None if n_candidate_features is None else list(range(n_features - n_candidate_features[0], n_features))
+        if candidate_columns is None and described is not None:
+            candidate_columns = described
         columns = [int(c) for c in candidate_columns] if isinstance(candidate_columns, (list, tuple)) else None
         if not columns or len(set(columns)) != len(columns) or not all(0 <= c < n_features for c in columns):
-            raise ValueError(f"candidate_columns must be >= 1 distinct edge-feature columns in [0, {n_features}), "
-                             f"got {candidate_columns!r}")
+            raise ValueError(f"candidate_columns must be >= 1 distinct edge-feature columns in [0, {n_features}) "
+                             f"(required when the observation has no {CANDIDATE_FEATURES_KEY}), got {candidate_columns!r}")
         if initial_choice is not None and not (isinstance(initial_choice, int) and 0 <= initial_choice < len(columns)):
             raise ValueError(f"initial_choice must be None or an index in [0, {len(columns)}), got {initial_choice!r}")
         if not (isinstance(initial_margin, (int, float)) and 0.0 <= initial_margin < float("inf")):
             raise ValueError(f"initial_margin must be a finite number >= 0, got {initial_margin!r}")
         if not (isinstance(candidate_feature_scale, (int, float)) and 0.0 < candidate_feature_scale < float("inf")):
             raise ValueError(f"candidate_feature_scale must be a finite number > 0, got {candidate_feature_scale!r}")
-        n_candidate_features = (observation_space[CANDIDATE_FEATURES_KEY].shape
-                                if isinstance(observation_space, spaces.Dict) and CANDIDATE_FEATURES_KEY in observation_space.spaces
-                                else None)
-        if n_candidate_features is not None:  # its rows describe the last K edge-feature columns, in order
-            described = list(range(n_features - n_candidate_features[0], n_features))
-            if columns != described:
-                raise ValueError(f"candidate_columns must be {described} (the candidates the observation's "
-                                 f"candidate_features describe, in order), got {columns}")
+        if described is not None and columns != described:
+            raise ValueError(f"candidate_columns must be {described} (the candidates the observation's "
+                             f"candidate_features describe, in order), got {columns}")
         self.initial_logits = _finite_list(initial_logits, len(columns), "initial_logits")
         self.candidate_linear_init = _finite_list(candidate_linear_init, (n_candidate_features or (0, 0))[1],
                                                   "candidate_linear_init (one per candidate feature)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gymnasium import spaces
 import torch as th
 
 from agents.reinforce import policy_gradient_loss
@@ -103,8 +104,11 @@ def test_bad_arguments_are_named() -> None:
     env = _env()
     with pytest.raises(ValueError, match="candidate_columns"):
         _policy(env, candidate_columns=[10, 99])
-    with pytest.raises(ValueError, match="candidate_columns"):
-        ToleranceChoicePolicy(env.observation_space, env.action_space, lambda _: 0.05)
+    without_features = spaces.Dict({k: v for k, v in env.observation_space.spaces.items() if k != "candidate_features"})
+    with pytest.raises(ValueError, match="candidate_columns .*required when the observation has no candidate_features"):
+        ToleranceChoicePolicy(without_features, env.action_space, lambda _: 0.05)
+    # with candidate_features, the columns they describe are the default (the training ymls give none)
+    assert ToleranceChoicePolicy(env.observation_space, env.action_space, lambda _: 0.05).candidate_columns == COLUMNS
     with pytest.raises(ValueError, match="initial_choice"):
         _policy(env, initial_choice=3)
     with pytest.raises(ValueError, match="initial_logits"):
