@@ -1,6 +1,6 @@
 """AnisotropicAMG-v0 agents against evolution strength on many fresh test cases (issue 12).
 
-``python -m benchmarks.amg_wide_test --family heterogeneous --agent L=RUN_DIR [...] [--scorer] [--problem-seeds 1 2 ... 8] [--out F] [--plot PNG]``
+``python -m benchmarks.amg_wide_test --family heterogeneous --agent L=RUN_DIR [...] [--scorer] [--problem-seeds 1 2 ... 8] [--grid-size N] [--out F] [--plot PNG]``
 
 Until 2026-12-06 the env's test split had 32 cases, and on them differences of a few per
 cent between C's are case-to-case noise (``benchmarks.amg_tolerance``: every fixed drop
@@ -15,7 +15,12 @@ with the paired intervals eval.json does not give. For each agent
 tolerance (:data:`benchmarks.amg_tolerance.TOLERANCES`, PyAMG's solver on every level), it
 reports the mean work and the paired per-case difference to evolution with the default
 tolerance, with its 95 % t interval; ``--scorer`` adds the supervised ``tolerance_scorer``
-reference (:mod:`agents.baselines.amg_tolerance_scorer`) as a row. Prints progress to stderr, one JSON line to stdout.
+reference (:mod:`agents.baselines.amg_tolerance_scorer`) as a row. Every agent row also
+carries its paired difference to PyAMG's default strength (``symmetric``, theta 0, every level:
+the env's reward reference). ``--grid-size N`` plays every row on the same cases at N x N
+(the coefficients live on the unit square) with the agents' policies unchanged: transfer with
+paired intervals, which ``python -m benchmarks evaluate ... transfer_grid_sizes`` reports without.
+Prints progress to stderr, one JSON line to stdout.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.agent_spec import build_agent, parse_agent_spec
-from benchmarks.amg_tolerance import DEFAULT_TOLERANCE, TOLERANCES, paired_difference, tolerance_works
+from benchmarks.amg_tolerance import DEFAULT_TOLERANCE, TOLERANCES, paired_difference, strength_works, tolerance_works
 from benchmarks.report import emit_json_line
 from envs.amg.env import AnisotropicAMGEnv
 from envs.amg.problems import FIRST_TEST_CASES, SPLIT_SIZES, Split
+from envs.amg.solver import StrengthMeasure
 
 __all__ = ["DEFAULT_PROBLEM_SEEDS", "agent_works", "plot", "scorer_works", "main"]
 
@@ -41,10 +47,12 @@ DEFAULT_PROBLEM_SEEDS = tuple(range(1, 9))
 """Problem draws whose test splits are pooled; 0 is the one the policies train on."""
 
 
-def _env_for(kwargs: dict[str, Any], family: str, problem_seed: int) -> AnisotropicAMGEnv:
+def _env_for(kwargs: dict[str, Any], family: str, problem_seed: int, grid_size: int | None = None) -> AnisotropicAMGEnv:
     accepted = set(inspect.signature(AnisotropicAMGEnv.__init__).parameters) - {"self"}
     kwargs = {k: v for k, v in kwargs.items() if k in accepted}
     kwargs.update(split="test", problem_family=family, problem_seed=problem_seed)
+    if grid_size is not None:
+        kwargs["grid_size"] = grid_size
     return AnisotropicAMGEnv(**kwargs)
 
 
@@ -53,12 +61,12 @@ def _cases(env: AnisotropicAMGEnv, test_cases: int) -> list[int]:
 
 
 def _play(make_agent: Any, env_kwargs: dict[str, Any], family: str, problem_seeds: tuple[int, ...], label: str,
-          test_cases: int) -> np.ndarray:
+          test_cases: int, grid_size: int | None = None) -> np.ndarray:
     """(cases,) work of ``make_agent(env)``'s deterministic C on the first ``test_cases`` test cases of every
     draw (NaN: solver failure)."""
     works = []
     for problem_seed in problem_seeds:
-        env = _env_for(env_kwargs, family, problem_seed)
+        env = _env_for(env_kwargs, family, problem_seed, grid_size)
         agent = make_agent(env)
         for case in _cases(env, test_cases):
             obs, _ = env.reset(seed=case, options={"case": case})
@@ -70,36 +78,45 @@ def _play(make_agent: Any, env_kwargs: dict[str, Any], family: str, problem_seed
     return np.asarray(works)
 
 
-def agent_works(agent_text: str, family: str, problem_seeds: tuple[int, ...], test_cases: int = FIRST_TEST_CASES) -> np.ndarray:
+def agent_works(agent_text: str, family: str, problem_seeds: tuple[int, ...], test_cases: int = FIRST_TEST_CASES,
+                grid_size: int | None = None) -> np.ndarray:
     """(cases,) work of a run dir's agent (``LABEL=RUN_DIR``) on the test cases of every draw (NaN: solver failure)."""
     spec = parse_agent_spec(agent_text)
     make = lambda env: build_agent(spec, env.action_space, seed=0, device="cpu", env_id=ENV_ID)  # noqa: E731
-    return _play(make, spec.env_kwargs(ENV_ID), family, problem_seeds, spec.label, test_cases)
+    return _play(make, spec.env_kwargs(ENV_ID), family, problem_seeds, spec.label, test_cases, grid_size)
 
 
-def scorer_works(family: str, problem_seeds: tuple[int, ...], test_cases: int = FIRST_TEST_CASES) -> np.ndarray:
+def scorer_works(family: str, problem_seeds: tuple[int, ...], test_cases: int = FIRST_TEST_CASES,
+                 grid_size: int | None = None) -> np.ndarray:
     """(cases,) work of the ``tolerance_scorer`` reference (fitted on the family's training split of draw 0)."""
     from agents.baselines.amg_tolerance_scorer import SCORER_TOLERANCES, AMGToleranceScorerAgent, fit_tolerance_scorer
 
     fitted = fit_tolerance_scorer(family, 0, SCORER_TOLERANCES)  # the training draw, as the policies'
     env_kwargs = {"mode": "multilevel", "evolution_features": True, "evolution_tolerances": list(SCORER_TOLERANCES)}
     agent = AMGToleranceScorerAgent(fitted["weights"], fitted["biases"])
-    return _play(lambda env: agent, env_kwargs, family, problem_seeds, "tolerance_scorer", test_cases)
+    return _play(lambda env: agent, env_kwargs, family, problem_seeds, "tolerance_scorer", test_cases, grid_size)
 
 
 def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scorer: bool = False,
-            test_cases: int = FIRST_TEST_CASES) -> dict[str, Any]:
-    blocks = []
+            test_cases: int = FIRST_TEST_CASES, grid_size: int | None = None) -> dict[str, Any]:
+    blocks, pyamg_blocks = [], []
     for problem_seed in problem_seeds:
-        env = _env_for({}, family, problem_seed)
-        blocks.append(tolerance_works(env, _cases(env, test_cases), label=f"tolerances, problem seed {problem_seed}"))
+        env = _env_for({}, family, problem_seed, grid_size)
+        cases = _cases(env, test_cases)
+        blocks.append(tolerance_works(env, cases, label=f"tolerances, problem seed {problem_seed}"))
+        pyamg_blocks.append(strength_works(env, cases, [StrengthMeasure.SYMMETRIC.pyamg_argument()],
+                                           label=f"PyAMG default, problem seed {problem_seed}")[:, 0])
+        grid = env.grid_size
     fixed = np.concatenate(blocks)  # (cases, len(TOLERANCES))
+    pyamg_default = np.concatenate(pyamg_blocks)  # (cases,)
     default = TOLERANCES.index(DEFAULT_TOLERANCE)
     result: dict[str, Any] = {
         "family": family,
         "problem_seeds": list(problem_seeds),
+        "grid_size": grid,
         "cases": len(fixed),
         "evolution_default": float(np.nanmean(fixed[:, default])),
+        "pyamg_default": float(np.nanmean(pyamg_default)),
         "tolerances": {
             f"{t:g}": {"mean_work": float(np.nanmean(fixed[:, c])),
                        "minus_default": paired_difference(fixed, np.full(len(fixed), c), default)}
@@ -107,14 +124,16 @@ def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scor
         },
         "agents": {},
     }
-    rows = [(text, lambda text=text: agent_works(text, family, problem_seeds, test_cases)) for text in agents]
+    rows = [(text, lambda text=text: agent_works(text, family, problem_seeds, test_cases, grid_size)) for text in agents]
     if scorer:
-        rows.append(("tolerance_scorer", lambda: scorer_works(family, problem_seeds, test_cases)))
+        rows.append(("tolerance_scorer", lambda: scorer_works(family, problem_seeds, test_cases, grid_size)))
     for text, play in rows:
         works = play()
         both = np.column_stack([fixed[:, default], works])  # (cases, 2): column 1 minus column 0
+        versus_pyamg = np.column_stack([pyamg_default, works])
         result["agents"][text] = {"mean_work": float(np.nanmean(works)),
                                   "minus_default": paired_difference(both, np.ones(len(both), int), 0),
+                                  "minus_pyamg_default": paired_difference(versus_pyamg, np.ones(len(both), int), 0),
                                   "solver_failures": int(np.isnan(works).sum())}
     return result
 
@@ -136,19 +155,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--problem-seeds", type=int, nargs="+", default=list(DEFAULT_PROBLEM_SEEDS))
     parser.add_argument("--scorer", action="store_true",
                         help="add the tolerance_scorer reference (agents.baselines.amg_tolerance_scorer) as an agent row")
-    parser.add_argument("--test-cases", type=int, default=FIRST_TEST_CASES,
-                        help="the first N test cases of each draw (default 32: 8 draws give 256 cases)")
+    parser.add_argument("--test-cases", type=int, default=None,
+                        help=f"the first N test cases of each draw (default {FIRST_TEST_CASES}: 8 draws give 256 "
+                             "cases; with --env-test-split, all of them)")
     parser.add_argument("--env-test-split", action="store_true",
                         help="score the env's own test split instead (problem draw 0, all its cases: the split "
                              "eval.json reports; disjoint from the training split)")
+    parser.add_argument("--grid-size", type=int, default=None,
+                        help="play every row at N x N on the same cases (default: each row's own grid, 32)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="PNG of every row's difference to evolution")
     args = parser.parse_args(argv)
     if 0 in args.problem_seeds:
         parser.error("--problem-seeds: 0 is the draw the policies train on; use fresh draws (>= 1), "
                      "or --env-test-split for its test split")
-    seeds, cases = (((0,), SPLIT_SIZES[Split.TEST]) if args.env_test_split else (tuple(args.problem_seeds), args.test_cases))
-    result = measure(args.family, args.agent, seeds, args.scorer, cases)
+    if args.grid_size is not None and args.grid_size < 2:
+        parser.error(f"--grid-size: expected an integer >= 2, got {args.grid_size}")
+    if args.env_test_split:
+        seeds, cases = (0,), args.test_cases or SPLIT_SIZES[Split.TEST]
+    else:
+        seeds, cases = tuple(args.problem_seeds), args.test_cases or FIRST_TEST_CASES
+    result = measure(args.family, args.agent, seeds, args.scorer, cases, args.grid_size)
     emit_json_line(result, args.out)
     if args.plot is not None:
         plot(result, args.plot)
