@@ -144,8 +144,11 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
     rows = {f"evolution, tolerance {t}": v["minus_default"] for t, v in result["tolerances"].items() if float(t) != DEFAULT_TOLERANCE}
     rows.update({label.split("=", 1)[0]: v["minus_default"] for label, v in result["agents"].items()})
+    cases = "test cases" if result.get("problem_seeds") == [0] else "fresh cases"  # --env-test-split: the env's own
+    grid = result.get("grid_size", 32)
     return plot_paired_differences(
-        rows, path, title=f"{result['family']}, {result['cases']} fresh cases (evolution {result['evolution_default']:.2f})")
+        rows, path,
+        title=f"{result['family']}, {result['cases']} {cases}, {grid} x {grid} (evolution {result['evolution_default']:.2f})")
 
 
 def main(argv: list[str] | None = None) -> int:
