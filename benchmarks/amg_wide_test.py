@@ -106,14 +106,13 @@ def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scor
         blocks.append(tolerance_works(env, cases, label=f"tolerances, problem seed {problem_seed}"))
         pyamg_blocks.append(strength_works(env, cases, [StrengthMeasure.SYMMETRIC.pyamg_argument()],
                                            label=f"PyAMG default, problem seed {problem_seed}")[:, 0])
-        grid = env.grid_size
     fixed = np.concatenate(blocks)  # (cases, len(TOLERANCES))
     pyamg_default = np.concatenate(pyamg_blocks)  # (cases,)
     default = TOLERANCES.index(DEFAULT_TOLERANCE)
     result: dict[str, Any] = {
         "family": family,
         "problem_seeds": list(problem_seeds),
-        "grid_size": grid,
+        "grid_size": env.grid_size,  # every draw's env is built at the same size
         "cases": len(fixed),
         "evolution_default": float(np.nanmean(fixed[:, default])),
         "pyamg_default": float(np.nanmean(pyamg_default)),
@@ -131,9 +130,10 @@ def measure(family: str, agents: list[str], problem_seeds: tuple[int, ...], scor
         works = play()
         both = np.column_stack([fixed[:, default], works])  # (cases, 2): column 1 minus column 0
         versus_pyamg = np.column_stack([pyamg_default, works])
+        second = np.ones(len(works), int)
         result["agents"][text] = {"mean_work": float(np.nanmean(works)),
-                                  "minus_default": paired_difference(both, np.ones(len(both), int), 0),
-                                  "minus_pyamg_default": paired_difference(versus_pyamg, np.ones(len(both), int), 0),
+                                  "minus_default": paired_difference(both, second, 0),
+                                  "minus_pyamg_default": paired_difference(versus_pyamg, second, 0),
                                   "solver_failures": int(np.isnan(works).sum())}
     return result
 
